@@ -1,0 +1,39 @@
+"""The Litestar application factory."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+from litestar.config.app import AppConfig
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+
+import nextra
+from nextra.api.context import ApiContext
+from nextra.api.health import health, metrics_text, ready
+from nextra.api.observability import observe_requests
+from nextra.api.problems import EXCEPTION_HANDLERS
+
+__all__ = ("ApiContext", "create_app")
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def create_app(context: ApiContext) -> Litestar:
+    """Build the API around a running platform's context."""
+
+    def provide_context() -> ApiContext:
+        return context
+
+    config = AppConfig(
+        route_handlers=[health, ready, metrics_text],
+        dependencies={"context": Provide(provide_context, sync_to_thread=False)},
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[observe_requests],
+        request_max_body_size=MAX_BODY_BYTES,
+        openapi_config=OpenAPIConfig(
+            title="Nextra", version=nextra.__version__, path="/schema"
+        ),
+        logging_config=None,
+        debug=False,
+    )
+    return Litestar.from_config(config)

@@ -1,0 +1,61 @@
+"""Per-request context, the one log line per request, and request metrics."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from nextra.kernel import metrics
+from nextra.kernel.ids import new_id
+from nextra.kernel.logging import get_logger
+
+__all__ = ("observe_requests",)
+
+log = get_logger("nextra.api")
+
+
+def observe_requests(app: ASGIApp) -> ASGIApp:
+    """ASGI middleware: bind request context, count, time and log each request."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        headers = dict(scope.get("headers") or [])
+        correlation_id = headers.get(b"x-correlation-id", b"").decode() or new_id()
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-correlation-id", correlation_id.encode()),
+                ]
+            await send(message)
+
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
+        try:
+            await app(scope, receive, send_wrapper)
+        finally:
+            seconds = time.perf_counter() - started
+            route = scope.get("path_template") or "unmatched"
+            method = scope["method"]
+            metrics.REQUESTS.labels(method=method, route=route, status=str(status)).inc()
+            metrics.REQUEST_DURATION.labels(method=method, route=route).observe(seconds)
+            log.info(
+                "api.request",
+                method=method,
+                path=scope["path"],
+                status=status,
+                duration_ms=round(seconds * 1000, 2),
+            )
+            structlog.contextvars.clear_contextvars()
+
+    return middleware

@@ -1,0 +1,110 @@
+"""Every API error as an RFC 9457 problem document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from nextra.kernel.errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    ConflictError,
+    EventStoreTimeout,
+    EventStoreUnavailable,
+    NextraError,
+    NotFoundError,
+    ProjectionError,
+    ValidationError,
+)
+from nextra.kernel.logging import get_logger
+
+__all__ = ("EXCEPTION_HANDLERS", "problem")
+
+MEDIA_TYPE = "application/problem+json"
+log = get_logger("nextra.api")
+
+_STATUS: list[tuple[type[NextraError], int]] = [
+    (ValidationError, 422),
+    (NotFoundError, 404),
+    (ConcurrencyError, 409),
+    (ConflictError, 409),
+    (EventStoreTimeout, 504),
+    (EventStoreUnavailable, 503),
+    (ProjectionError, 503),
+    (ConfigurationError, 500),
+]
+
+
+def problem(
+    request: Request[Any, Any, Any],
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    **extensions: Any,
+) -> Response[dict[str, Any]]:
+    body = {
+        "type": f"urn:nextra:problem:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        **{key: value for key, value in extensions.items() if value is not None},
+    }
+    return Response(body, status_code=status, media_type=MEDIA_TYPE)
+
+
+def _nextra_error(request: Request[Any, Any, Any], error: NextraError) -> Response[Any]:
+    status = next((code for cls, code in _STATUS if isinstance(error, cls)), 500)
+    if status >= 500:
+        log.warning("api.request_failed", error=error.message, code=error.code)
+    return problem(
+        request,
+        status=status,
+        code=error.code,
+        title=error.code.replace("-", " ").capitalize(),
+        detail=error.message,
+        **error.fields(),
+    )
+
+
+def _http_error(request: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:
+    extra = error.extra if isinstance(error.extra, dict | list) else None
+    if isinstance(error, ValidationException):
+        return problem(
+            request,
+            status=error.status_code,
+            code="invalid-request",
+            title="Invalid request",
+            detail=error.detail,
+            errors=extra,
+        )
+    return problem(
+        request,
+        status=error.status_code,
+        code=f"http-{error.status_code}",
+        title=error.detail,
+        detail=error.detail,
+    )
+
+
+def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    log.exception("api.unhandled_error", error_type=type(error).__name__)
+    return problem(
+        request,
+        status=HTTP_500_INTERNAL_SERVER_ERROR,
+        code="internal",
+        title="Internal error",
+        detail="The server failed to answer; the error is logged.",
+    )
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+    NextraError: _nextra_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}

@@ -1,0 +1,1 @@
+"""Use cases: load an aggregate, decide, append; retried on a concurrent change."""

@@ -1,0 +1,1 @@
+"""The composition root: settings, adapters and processes, behind the ``nextra`` command."""

@@ -1,0 +1,103 @@
+"""``nextra dev``: the whole platform in one command, on embedded servers by default."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from pathlib import Path
+
+from nextra.app.tenants import TenantCommands
+from nextra.cli.platform import Platform
+from nextra.cli.processes import run_api, run_projector_process, stop_on_signals
+from nextra.devstack.nats import EmbeddedNats
+from nextra.devstack.postgres import EmbeddedPostgres, ensure_database
+from nextra.eventstore.topology import apply_streams
+from nextra.events.envelope import CommandContext
+from nextra.kernel.errors import ConflictError
+from nextra.kernel.logging import get_logger
+from nextra.kernel.settings import Settings
+from nextra.readmodels.database import upgrade_database
+
+__all__ = ("run_dev",)
+
+log = get_logger("nextra.dev")
+
+DEMO_TENANT = "demo"
+
+
+async def run_dev(settings: Settings) -> None:
+    """Start servers (unless given), prepare them, run API and projector."""
+    data_dir = Path(settings.data_dir).resolve()
+    embedded_nats: EmbeddedNats | None = None
+    embedded_postgres: EmbeddedPostgres | None = None
+    stopping = asyncio.Event()
+    stop_on_signals(stopping)
+
+    try:
+        nats_url = settings.nats_url
+        if nats_url is None:
+            embedded_nats = EmbeddedNats(data_dir / "nats")
+            await asyncio.to_thread(embedded_nats.start)
+            nats_url = embedded_nats.url
+        database_url = settings.database_url
+        if database_url is None:
+            embedded_postgres = EmbeddedPostgres(data_dir / "postgres")
+            await asyncio.to_thread(embedded_postgres.start)
+            database_url = await ensure_database(embedded_postgres.url(), "nextra")
+        settings = settings.with_servers(nats_url=nats_url, database_url=database_url)
+
+        await upgrade_database(database_url)
+        platform = await Platform.connect(settings, name="nextra-dev")
+        try:
+            await apply_streams(platform.nc.jetstream(), platform.streams)
+            await _ensure_demo_tenant(platform)
+            _banner(settings, data_dir, embedded_nats, embedded_postgres)
+            tasks = [
+                asyncio.create_task(run_api(platform, stopping), name="api"),
+                asyncio.create_task(run_projector_process(platform, stopping), name="projector"),
+            ]
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            stopping.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for task in done:
+                if task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            await platform.close()
+    finally:
+        if embedded_nats is not None:
+            embedded_nats.stop()
+        if embedded_postgres is not None:
+            embedded_postgres.stop()
+        log.info("dev.stopped")
+
+
+async def _ensure_demo_tenant(platform: Platform) -> None:
+    commands = TenantCommands(platform.store)
+    with contextlib.suppress(ConflictError):
+        await commands.create(
+            DEMO_TENANT, "Demo", tier="free", context=CommandContext(actor="nextra-dev")
+        )
+
+
+def _banner(
+    settings: Settings,
+    data_dir: Path,
+    embedded_nats: EmbeddedNats | None,
+    embedded_postgres: EmbeddedPostgres | None,
+) -> None:
+    api = f"http://{settings.api_host}:{settings.api_port}"
+    lines = [
+        "",
+        f"  Nextra is up.   API  {api}   (ready: {api}/ready, docs: {api}/schema)",
+        f"  NATS      {settings.nats_url}"
+        + ("  (embedded)" if embedded_nats else ""),
+        "  Postgres  "
+        + ("embedded, under " + str(data_dir / "postgres") if embedded_postgres else "given"),
+        f"  Data      {data_dir}" if (embedded_nats or embedded_postgres) else "",
+        f"  Demo tenant: {DEMO_TENANT}.  Ctrl-C stops everything.",
+        "",
+    ]
+    sys.stdout.write("\n".join(line for line in lines if line) + "\n\n")
+    sys.stdout.flush()

@@ -1,0 +1,1 @@
+"""Embedded servers for development and tests: NATS from its wheel, PostgreSQL from its."""

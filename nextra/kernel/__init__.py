@@ -1,0 +1,1 @@
+"""The floor every layer stands on: ids, errors, settings and logging setup."""

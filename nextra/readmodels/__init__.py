@@ -1,0 +1,1 @@
+"""Read models: Postgres tables projected from the event streams, and their queries."""

@@ -1,0 +1,65 @@
+"""Connecting to the read-model database and keeping its schema current."""
+
+from __future__ import annotations
+
+import asyncio
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from nextra.kernel.errors import ConfigurationError
+from nextra.kernel.settings import project_root
+
+__all__ = (
+    "alembic_config",
+    "check_database",
+    "create_engine",
+    "migration_status",
+    "upgrade_database",
+)
+
+
+def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
+    """An asyncpg engine for ``url`` (``postgres://`` and ``postgresql://`` accepted)."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            url = "postgresql+asyncpg://" + url.removeprefix(prefix)
+    return create_async_engine(url, pool_size=pool_size, pool_pre_ping=True)
+
+
+def alembic_config(url: str) -> Config:
+    config = Config(str(project_root() / "migrations" / "alembic.ini"))
+    config.set_main_option("script_location", str(project_root() / "migrations"))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+async def upgrade_database(url: str) -> None:
+    """Apply every Alembic migration not yet applied."""
+    # Alembic's env.py runs its own event loop: give it a thread of its own.
+    await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
+
+
+async def migration_status(engine: AsyncEngine, url: str) -> tuple[str | None, str]:
+    """The database's current revision and the newest one in ``migrations/``."""
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head() or ""
+    async with engine.connect() as connection:
+        current = await connection.run_sync(
+            lambda sync: MigrationContext.configure(sync).get_current_revision()
+        )
+    return current, head
+
+
+async def check_database(engine: AsyncEngine, *, timeout: float) -> None:
+    """Fail with a clear message if Postgres cannot be reached in ``timeout``."""
+    try:
+        async with asyncio.timeout(timeout), engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except (TimeoutError, OSError, Exception) as error:  # noqa: BLE001
+        where = engine.url.render_as_string(hide_password=True)
+        message = f"cannot reach PostgreSQL at {where}: {error}"
+        raise ConfigurationError(message, where="NEXTRA_DATABASE_URL") from None
+

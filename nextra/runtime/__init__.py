@@ -1,0 +1,1 @@
+"""Long-running loops: the projector now, pump workers and schedulers later."""
