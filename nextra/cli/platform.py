@@ -45,7 +45,7 @@ async def connect_nats(url: str, *, timeout: float, name: str = "nextra") -> NAT
         log.warning("nats.error", error=str(error) or type(error).__name__)
 
     async def on_disconnected() -> None:
-        log.warning("nats.disconnected")
+        log.info("nats.disconnected")
 
     async def on_reconnected() -> None:
         log.info("nats.reconnected")
