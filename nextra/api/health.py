@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, get
+from litestar.di import NamedDependency
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from nextra.api.context import ApiContext
@@ -21,7 +22,9 @@ def health() -> dict[str, str]:
 
 
 @get("/ready", tags=["operations"])
-async def ready(request: Request[Any, Any, Any], context: ApiContext) -> Response[Any]:
+async def ready(
+    request: Request[Any, Any, Any], context: NamedDependency[ApiContext]
+) -> Response[Any]:
     """NATS and Postgres answer, streams match their definitions, migrations are current.
 
     Answers 503 with a problem document listing each failed check otherwise.
@@ -41,7 +44,7 @@ async def ready(request: Request[Any, Any, Any], context: ApiContext) -> Respons
 
 
 @get("/metrics", tags=["operations"], media_type=CONTENT_TYPE_LATEST)
-async def metrics_text(context: ApiContext) -> bytes:
+async def metrics_text(context: NamedDependency[ApiContext]) -> bytes:
     """Prometheus text exposition of this process's metrics."""
     await context.refresh_metrics()
     return generate_latest(metrics.REGISTRY)

@@ -81,6 +81,15 @@ async def _ensure_demo_tenant(platform: Platform) -> None:
         )
 
 
+def _shown(url: str | None) -> str:
+    # Never print a password, even a local one.
+    if not url or "@" not in url:
+        return url or ""
+    scheme, _, rest = url.partition("://")
+    credentials, _, location = rest.rpartition("@")
+    return f"{scheme}://{credentials.split(':')[0]}@{location}"
+
+
 def _banner(
     settings: Settings,
     data_dir: Path,
@@ -93,8 +102,8 @@ def _banner(
         f"  Nextra is up.   API  {api}   (ready: {api}/ready, docs: {api}/schema)",
         f"  NATS      {settings.nats_url}"
         + ("  (embedded)" if embedded_nats else ""),
-        "  Postgres  "
-        + ("embedded, under " + str(data_dir / "postgres") if embedded_postgres else "given"),
+        f"  Postgres  {_shown(settings.database_url)}"
+        + ("  (embedded)" if embedded_postgres else ""),
         f"  Data      {data_dir}" if (embedded_nats or embedded_postgres) else "",
         f"  Demo tenant: {DEMO_TENANT}.  Ctrl-C stops everything.",
         "",

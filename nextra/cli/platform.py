@@ -41,8 +41,14 @@ async def connect_nats(url: str, *, timeout: float, name: str = "nextra") -> NAT
             is older than 2.12, or has JetStream off.
     """
 
+    last_error: list[str] = []
+
     async def on_error(error: Exception) -> None:
-        log.warning("nats.error", error=str(error) or type(error).__name__)
+        # Before the first connection succeeds the failure is reported once, below.
+        if last_error and last_error[0] == "connected":
+            log.warning("nats.error", error=str(error) or type(error).__name__)
+        else:
+            last_error[:] = [str(error) or type(error).__name__]
 
     async def on_disconnected() -> None:
         log.info("nats.disconnected")
@@ -66,8 +72,10 @@ async def connect_nats(url: str, *, timeout: float, name: str = "nextra") -> NAT
             timeout,
         )
     except (TimeoutError, OSError, nats.errors.Error) as error:
-        message = f"cannot reach NATS at {shown} within {timeout}s ({error or 'timed out'})"
+        reason = str(error) or (last_error[0] if last_error else "timed out")
+        message = f"cannot reach NATS at {shown} within {timeout}s: {reason}"
         raise ConfigurationError(message, where="NEXTRA_NATS_URL") from None
+    last_error[:] = ["connected"]
 
     version = nc.connected_server_version
     if (version.major, version.minor, version.patch) < MIN_VERSION:
