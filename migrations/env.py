@@ -14,9 +14,9 @@ config = context.config
 
 
 def _url() -> str:
-    url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option(
-        "sqlalchemy.url"
-    )
+    url = context.get_x_argument(as_dictionary=True).get(
+        "url"
+    ) or config.get_main_option("sqlalchemy.url")
     if not url:
         message = "no database URL: set NEXTRA_DATABASE_URL or pass -x url=..."
         raise SystemExit(message)

@@ -8,6 +8,7 @@ stream and a fresh database cloned from a migrated template.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -18,14 +19,14 @@ from pathlib import Path
 import asyncpg
 import nats
 import pytest
-from nats.aio.client import Client as NATS
+from nats.aio.client import Client as NatsClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from nextra.devstack.nats import EmbeddedNats
 from nextra.devstack.postgres import EmbeddedPostgres, asyncpg_dsn, ensure_database
+from nextra.events.catalogue import REGISTRY
 from nextra.eventstore.jetstream import JetStreamEventStore
 from nextra.eventstore.topology import apply_streams, load_stream_definitions
-from nextra.events.catalogue import REGISTRY
 from nextra.kernel.settings import project_root
 from nextra.readmodels.database import create_engine, upgrade_database
 
@@ -105,7 +106,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[NATS]:
+async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
     async def quiet(_: Exception) -> None:
         return None
 
@@ -115,21 +116,19 @@ async def nc(nats_url: str) -> AsyncIterator[NATS]:
 
 
 @pytest.fixture
-async def events_stream(nc: NATS) -> str:
+async def events_stream(nc: NatsClient) -> str:
     """A fresh, empty NX_EVENTS stream made from streams/events.toml."""
     js = nc.jetstream()
     definitions = load_stream_definitions(project_root() / "streams")
     for definition in definitions:
-        try:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
             await js.delete_stream(definition.name)
-        except nats.js.errors.NotFoundError:
-            pass
     await apply_streams(js, definitions)
     return "NX_EVENTS"
 
 
 @pytest.fixture
-async def store(nc: NATS, events_stream: str) -> JetStreamEventStore:
+async def store(nc: NatsClient, events_stream: str) -> JetStreamEventStore:
     return JetStreamEventStore(nc, REGISTRY, stream=events_stream, timeout=2.0)
 
 

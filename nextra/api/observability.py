@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import structlog
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from nextra.kernel import metrics
@@ -20,7 +21,7 @@ def observe_requests(app: ASGIApp) -> ASGIApp:
     """ASGI middleware: bind request context, count, time and log each request."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
 
@@ -47,7 +48,9 @@ def observe_requests(app: ASGIApp) -> ASGIApp:
             seconds = time.perf_counter() - started
             route = scope.get("path_template") or "unmatched"
             method = scope["method"]
-            metrics.REQUESTS.labels(method=method, route=route, status=str(status)).inc()
+            metrics.REQUESTS.labels(
+                method=method, route=route, status=str(status)
+            ).inc()
             metrics.REQUEST_DURATION.labels(method=method, route=route).observe(seconds)
             log.info(
                 "api.request",

@@ -7,6 +7,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ExceptionHandlersMap
 
 from nextra.kernel.errors import (
     ConcurrencyError,
@@ -103,7 +104,7 @@ def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[A
     )
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     NextraError: _nextra_error,
     HTTPException: _http_error,
     Exception: _unexpected,

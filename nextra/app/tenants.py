@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from nextra.domain import tenants as domain
-from nextra.eventstore.base import AppendResult, EventStore
 from nextra.events.envelope import AggregateRef, CommandContext
 from nextra.events.tenants import Tier
+from nextra.eventstore.base import AppendResult, EventStore
 from nextra.kernel.errors import ConcurrencyError
 
 __all__ = ("TenantCommands",)
@@ -47,7 +47,9 @@ class TenantCommands:
         aggregate = AggregateRef(tenant_id, domain.KIND, tenant_id)
         for attempt in range(1, _ATTEMPTS + 1):
             history = await self._store.load(aggregate)
-            earlier = [r.sequence for r in history if r.command_id == context.command_id]
+            earlier = [
+                r.sequence for r in history if r.command_id == context.command_id
+            ]
             if earlier:
                 # A retry of a command that was stored: answer as the first time.
                 return AppendResult(
@@ -69,4 +71,5 @@ class TenantCommands:
                 # again on the newer state, a bounded number of times.
                 if attempt == _ATTEMPTS:
                     raise
-        raise AssertionError("unreachable")
+        msg = "unreachable"
+        raise AssertionError(msg)

@@ -6,15 +6,14 @@ import asyncio
 import sys
 from pathlib import Path
 
-
 from nextra.app.tenants import TenantCommands
 from nextra.cli.platform import Platform
 from nextra.cli.processes import run_api, run_projector_process, stop_on_signals
-from nextra.eventstore.topology import apply_streams
 from nextra.events.catalogue import REGISTRY
 from nextra.events.envelope import CommandContext
 from nextra.events.schema import render_event_docs, schema_files
 from nextra.events.tenants import Tier
+from nextra.eventstore.topology import apply_streams
 from nextra.kernel.errors import ConfigurationError, NotFoundError
 from nextra.kernel.ids import new_id
 from nextra.kernel.settings import Settings, project_root
@@ -65,7 +64,9 @@ async def serve_projector(settings: Settings) -> int:
 async def streams_apply(settings: Settings, *, dry_run: bool) -> int:
     platform = await Platform.connect(settings, name="nextra-streams")
     try:
-        changes = await apply_streams(platform.nc.jetstream(), platform.streams, dry_run=dry_run)
+        changes = await apply_streams(
+            platform.nc.jetstream(), platform.streams, dry_run=dry_run
+        )
     finally:
         await platform.close()
     verb = "would" if dry_run else "did"
@@ -94,7 +95,9 @@ async def projections_status(settings: Settings) -> int:
         lags = await platform.projection_lags()
     finally:
         await platform.close()
-    _out(f"{'projection':<20} {'version':>8} {'checkpoint':>12} {'newest':>12} {'lag':>8}")
+    _out(
+        f"{'projection':<20} {'version':>8} {'checkpoint':>12} {'newest':>12} {'lag':>8}"
+    )
     for name, lag in lags.items():
         version = str(lag["version"])
         if lag["stored_version"] not in (None, lag["version"]):
@@ -114,7 +117,9 @@ async def projections_rebuild(settings: Settings, *, name: str) -> int:
             known = ", ".join(s.name for s in platform.projections)
             message = f"no projection named {name!r}; known: {known}"
             raise NotFoundError(message, got=name, where="projections/")
-        report = await rebuild_projection(spec, spec.create(), platform.engine, platform.store)
+        report = await rebuild_projection(
+            spec, spec.create(), platform.engine, platform.store
+        )
     finally:
         await platform.close()
     _out(
@@ -146,7 +151,10 @@ async def tenants_list(settings: Settings) -> int:
         # Read our own writes: wait until the projection has seen the newest event.
         newest = await platform.store.last_sequence("nx.ev.*.tenant.*")
         await wait_projected(
-            platform.engine, "tenants", newest, timeout=settings.read_your_writes_timeout
+            platform.engine,
+            "tenants",
+            newest,
+            timeout=settings.read_your_writes_timeout,
         )
         async with platform.engine.connect() as connection:
             rows = await read_tenants(connection, limit=1000)
@@ -171,5 +179,3 @@ async def events_docs(settings: Settings, *, check: bool) -> int:
         path.write_text(text := wanted[path])
         _out(f"wrote {path.relative_to(project_root())} ({len(text)} bytes)")
     return 0
-
-

@@ -12,8 +12,8 @@ from nextra.cli.platform import Platform
 from nextra.cli.processes import run_api, run_projector_process, stop_on_signals
 from nextra.devstack.nats import EmbeddedNats
 from nextra.devstack.postgres import EmbeddedPostgres, ensure_database
-from nextra.eventstore.topology import apply_streams
 from nextra.events.envelope import CommandContext
+from nextra.eventstore.topology import apply_streams
 from nextra.kernel.errors import ConflictError
 from nextra.kernel.logging import get_logger
 from nextra.kernel.settings import Settings
@@ -28,7 +28,7 @@ DEMO_TENANT = "demo"
 
 async def run_dev(settings: Settings) -> None:
     """Start servers (unless given), prepare them, run API and projector."""
-    data_dir = Path(settings.data_dir).resolve()
+    data_dir = await asyncio.to_thread(Path(settings.data_dir).resolve)
     embedded_nats: EmbeddedNats | None = None
     embedded_postgres: EmbeddedPostgres | None = None
     stopping = asyncio.Event()
@@ -55,7 +55,9 @@ async def run_dev(settings: Settings) -> None:
             _banner(settings, data_dir, embedded_nats, embedded_postgres)
             tasks = [
                 asyncio.create_task(run_api(platform, stopping), name="api"),
-                asyncio.create_task(run_projector_process(platform, stopping), name="projector"),
+                asyncio.create_task(
+                    run_projector_process(platform, stopping), name="projector"
+                ),
             ]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             stopping.set()
@@ -100,8 +102,7 @@ def _banner(
     lines = [
         "",
         f"  Nextra is up.   API  {api}   (ready: {api}/ready, docs: {api}/schema)",
-        f"  NATS      {settings.nats_url}"
-        + ("  (embedded)" if embedded_nats else ""),
+        f"  NATS      {settings.nats_url}" + ("  (embedded)" if embedded_nats else ""),
         f"  Postgres  {_shown(settings.database_url)}"
         + ("  (embedded)" if embedded_postgres else ""),
         f"  Data      {data_dir}" if (embedded_nats or embedded_postgres) else "",

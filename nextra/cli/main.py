@@ -6,17 +6,16 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from nextra.kernel.errors import NextraError
 from nextra.kernel.logging import configure_logging
-from nextra.kernel.settings import Settings, load_settings, project_root
+from nextra.kernel.settings import Settings, load_settings
 
 __all__ = ("main",)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nextra",
         description="Run AI agent workflows as a service, event-sourced on NATS JetStream.",
@@ -38,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
 
     streams = commands.add_parser("streams", help="JetStream stream definitions")
     streams_do = streams.add_subparsers(dest="action", required=True, metavar="ACTION")
-    apply = streams_do.add_parser("apply", help="create or update streams to match streams/")
+    apply = streams_do.add_parser(
+        "apply", help="create or update streams to match streams/"
+    )
     apply.add_argument("--dry-run", action="store_true", help="show the changes only")
 
     db = commands.add_parser("db", help="the read-model database")
@@ -46,16 +47,22 @@ def _parser() -> argparse.ArgumentParser:
     db_do.add_parser("upgrade", help="apply pending Alembic migrations")
 
     projections = commands.add_parser("projections", help="read-model projections")
-    projections_do = projections.add_subparsers(dest="action", required=True, metavar="ACTION")
+    projections_do = projections.add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
     projections_do.add_parser("status", help="each projection's checkpoint and lag")
-    rebuild = projections_do.add_parser("rebuild", help="rebuild one side by side, then swap")
+    rebuild = projections_do.add_parser(
+        "rebuild", help="rebuild one side by side, then swap"
+    )
     rebuild.add_argument("name")
 
     tenants = commands.add_parser("tenants", help="tenants of this deployment")
     tenants_do = tenants.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = tenants_do.add_parser("create", help="create a tenant")
     create.add_argument("name", help="display name")
-    create.add_argument("--id", dest="tenant_id", help="tenant id (a new ULID if not given)")
+    create.add_argument(
+        "--id", dest="tenant_id", help="tenant id (a new ULID if not given)"
+    )
     create.add_argument(
         "--tier", choices=["free", "paid", "pro", "enterprise"], default="free"
     )
@@ -63,13 +70,17 @@ def _parser() -> argparse.ArgumentParser:
 
     events = commands.add_parser("events", help="the event contract")
     events_do = events.add_subparsers(dest="action", required=True, metavar="ACTION")
-    docs = events_do.add_parser("docs", help="regenerate docs/events.md and its JSON Schemas")
-    docs.add_argument("--check", action="store_true", help="fail if they are out of date")
+    docs = events_do.add_parser(
+        "docs", help="regenerate docs/events.md and its JSON Schemas"
+    )
+    docs.add_argument(
+        "--check", action="store_true", help="fail if they are out of date"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    arguments = _parser().parse_args(argv)
+    arguments = build_parser().parse_args(argv)
     try:
         settings = load_settings(
             data_dir=getattr(arguments, "data_dir", None),
@@ -112,5 +123,3 @@ async def _dispatch(arguments: argparse.Namespace, settings: Settings) -> int:
         if key not in {"command", "action", "data_dir", "port", "host"}
     }
     return await handler(settings, **options)
-
-

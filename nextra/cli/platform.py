@@ -1,4 +1,4 @@
-"""Connections to NATS and Postgres, and the objects every process builds on them."""
+"""Connections to NatsClient and Postgres, and the objects every process builds on them."""
 
 from __future__ import annotations
 
@@ -8,18 +8,18 @@ from typing import Any
 
 import nats
 import nats.errors
-from nats.aio.client import Client as NATS
+from nats.aio.client import Client as NatsClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from nextra.api.context import ApiContext
 from nextra.devstack.nats import MIN_VERSION
+from nextra.events.catalogue import REGISTRY
 from nextra.eventstore.jetstream import DEFAULT_STREAM, JetStreamEventStore
 from nextra.eventstore.topology import (
     StreamDefinition,
     load_stream_definitions,
     plan_streams,
 )
-from nextra.events.catalogue import REGISTRY
 from nextra.kernel import metrics
 from nextra.kernel.errors import ConfigurationError, NextraError
 from nextra.kernel.logging import get_logger
@@ -33,7 +33,7 @@ __all__ = ("Platform", "connect_nats")
 log = get_logger("nextra.platform")
 
 
-async def connect_nats(url: str, *, timeout: float, name: str = "nextra") -> NATS:
+async def connect_nats(url: str, *, timeout: float, name: str = "nextra") -> NatsClient:
     """Connect, check the server can do what Nextra needs, and stay reconnecting.
 
     Raises:
@@ -73,7 +73,7 @@ async def connect_nats(url: str, *, timeout: float, name: str = "nextra") -> NAT
         )
     except (TimeoutError, OSError, nats.errors.Error) as error:
         reason = str(error) or (last_error[0] if last_error else "timed out")
-        message = f"cannot reach NATS at {shown} within {timeout}s: {reason}"
+        message = f"cannot reach NatsClient at {shown} within {timeout}s: {reason}"
         raise ConfigurationError(message, where="NEXTRA_NATS_URL") from None
     last_error[:] = ["connected"]
 
@@ -81,7 +81,7 @@ async def connect_nats(url: str, *, timeout: float, name: str = "nextra") -> NAT
     if (version.major, version.minor, version.patch) < MIN_VERSION:
         await nc.close()
         message = (
-            f"NATS at {shown} is version {version.major}.{version.minor}."
+            f"NatsClient at {shown} is version {version.major}.{version.minor}."
             f"{version.patch}; Nextra needs 2.12 or newer (atomic batches)"
         )
         raise ConfigurationError(
@@ -91,7 +91,7 @@ async def connect_nats(url: str, *, timeout: float, name: str = "nextra") -> NAT
         await nc.jetstream().account_info()
     except Exception as error:  # noqa: BLE001 - any failure here means "no JetStream"
         await nc.close()
-        message = f"NATS at {shown} does not offer JetStream ({error}); start it with -js"
+        message = f"NatsClient at {shown} does not offer JetStream ({error}); start it with -js"
         raise ConfigurationError(message, where="NEXTRA_NATS_URL") from None
     return nc
 
@@ -101,7 +101,7 @@ class Platform:
     """Everything a Nextra process shares: connections, store, catalogue."""
 
     settings: Settings
-    nc: NATS
+    nc: NatsClient
     engine: AsyncEngine
     store: JetStreamEventStore
     streams: list[StreamDefinition]
@@ -111,7 +111,9 @@ class Platform:
     @classmethod
     async def connect(cls, settings: Settings, *, name: str = "nextra") -> Platform:
         if not settings.nats_url:
-            message = "NEXTRA_NATS_URL is not set (only `nextra dev` starts servers itself)"
+            message = (
+                "NEXTRA_NATS_URL is not set (only `nextra dev` starts servers itself)"
+            )
             raise ConfigurationError(message, where="NEXTRA_NATS_URL")
         if not settings.database_url:
             message = "NEXTRA_DATABASE_URL is not set (only `nextra dev` starts servers itself)"
@@ -202,4 +204,6 @@ class Platform:
             metrics.PROJECTION_LAG.labels(projection=name).set(lag["lag"])
 
     def api_context(self) -> ApiContext:
-        return ApiContext(readiness=self.readiness, refresh_metrics=self.refresh_metrics)
+        return ApiContext(
+            readiness=self.readiness, refresh_metrics=self.refresh_metrics
+        )

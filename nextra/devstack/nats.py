@@ -31,7 +31,11 @@ def free_port() -> int:
 def _version(binary: Path) -> tuple[int, int, int] | None:
     try:
         out = subprocess.run(  # noqa: S603 - a binary we located ourselves
-            [str(binary), "--version"], capture_output=True, text=True, timeout=10, check=False
+            [str(binary), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         ).stdout
     except OSError:
         return None

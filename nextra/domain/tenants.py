@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import msgspec
 
 from nextra.events.base import Event
-from nextra.events.tenants import Tier, TenantCreated, TenantRenamed, TenantTierChanged
+from nextra.events.tenants import TenantCreated, TenantRenamed, TenantTierChanged, Tier
 from nextra.kernel.errors import ConflictError, NotFoundError
 
 __all__ = (

@@ -53,7 +53,9 @@ class EventRegistry:
         self._types[name] = event_type
         self._decoders[name] = msgspec.json.Decoder(event_type)
 
-    def upcaster(self, type_name: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+    def upcaster(
+        self, type_name: str, from_version: int
+    ) -> Callable[[Upcaster], Upcaster]:
         """Register a function lifting ``type_name`` from ``from_version`` by one."""
 
         def decorate(function: Upcaster) -> Upcaster:
@@ -72,7 +74,9 @@ class EventRegistry:
         try:
             return self._types[type_name]
         except KeyError:
-            message = f"unknown event type {type_name!r}: no Struct is registered for it"
+            message = (
+                f"unknown event type {type_name!r}: no Struct is registered for it"
+            )
             raise EventContractError(message, got=type_name) from None
 
     def encode(self, event: Event) -> bytes:
@@ -94,7 +98,8 @@ class EventRegistry:
 
         if version == current:
             try:
-                return self._decoders[type_name].decode(data)
+                decoded: Event = self._decoders[type_name].decode(data)
+                return decoded
             except msgspec.ValidationError as error:
                 message = f"stored {type_name} v{version} does not decode: {error}"
                 raise EventContractError(message, where=type_name) from None
@@ -117,5 +122,7 @@ class EventRegistry:
         try:
             return msgspec.convert(shape, event_type)
         except msgspec.ValidationError as error:
-            message = f"{type_name} upcast from v{version} does not fit v{current}: {error}"
+            message = (
+                f"{type_name} upcast from v{version} does not fit v{current}: {error}"
+            )
             raise EventContractError(message, where=type_name) from None

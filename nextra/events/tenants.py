@@ -8,7 +8,7 @@ import msgspec
 
 from nextra.events.base import Event
 
-__all__ = ("Tier", "TenantCreated", "TenantRenamed", "TenantTierChanged")
+__all__ = ("TenantCreated", "TenantRenamed", "TenantTierChanged", "Tier")
 
 Tier = Literal["free", "paid", "pro", "enterprise"]
 TenantName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]

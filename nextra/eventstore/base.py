@@ -70,7 +70,9 @@ class EventStore(Protocol):
         """Every event of one aggregate, oldest first, upcast to current shapes."""
         ...
 
-    def read(self, *, after: int = 0, subject: str = ...) -> AsyncIterator[RecordedEvent]:
+    def read(
+        self, *, after: int = 0, subject: str = ...
+    ) -> AsyncIterator[RecordedEvent]:
         """Events after stream sequence ``after``, up to the newest one.
 
         Args:

@@ -8,12 +8,12 @@ from collections.abc import Sequence
 import msgspec
 import nats.errors
 import nats.js.errors
-from nats.aio.client import Client as NATS
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from nextra.eventstore.jetstream import JetStreamEventStore
 from nextra.events.envelope import RecordedEvent
+from nextra.eventstore.jetstream import JetStreamEventStore
 from nextra.kernel.errors import EventStoreError, EventStoreUnavailable
 
 __all__ = ("Delivery", "DurableSubscription", "open_durable")
@@ -37,7 +37,9 @@ class DurableSubscription:
     caller commits a batch, then acks its last delivery.
     """
 
-    def __init__(self, store: JetStreamEventStore, subscription: object, name: str) -> None:
+    def __init__(
+        self, store: JetStreamEventStore, subscription: object, name: str
+    ) -> None:
         self._store = store
         self._subscription = subscription
         self.name = name
@@ -51,7 +53,7 @@ class DurableSubscription:
         except nats.errors.TimeoutError:
             return []
         except nats.errors.ConnectionClosedError as error:
-            message = f"consumer {self.name} lost its NATS connection"
+            message = f"consumer {self.name} lost its NatsClient connection"
             raise EventStoreUnavailable(message, where=self.name) from error
         return [Delivery(self._store.decode_message(msg), msg) for msg in messages]
 
@@ -64,7 +66,7 @@ class DurableSubscription:
 
 
 async def open_durable(
-    nc: NATS,
+    nc: NatsClient,
     store: JetStreamEventStore,
     *,
     name: str,
@@ -85,7 +87,10 @@ async def open_durable(
     start = (
         {"deliver_policy": DeliverPolicy.ALL}
         if after == 0
-        else {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": after + 1}
+        else {
+            "deliver_policy": DeliverPolicy.BY_START_SEQUENCE,
+            "opt_start_seq": after + 1,
+        }
     )
     config = ConsumerConfig(
         durable_name=name,
@@ -99,6 +104,8 @@ async def open_durable(
         await js.add_consumer(store.stream, config)
         subscription = await js.pull_subscribe_bind(durable=name, stream=store.stream)
     except nats.js.errors.APIError as error:
-        message = f"could not create consumer {name} on {store.stream}: {error.description}"
+        message = (
+            f"could not create consumer {name} on {store.stream}: {error.description}"
+        )
         raise EventStoreError(message, where=name) from error
     return DurableSubscription(store, subscription, name)

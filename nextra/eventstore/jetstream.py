@@ -1,4 +1,4 @@
-"""The event store on NATS JetStream, through nats-py.
+"""The event store on NatsClient JetStream, through nats-py.
 
 Contracts kept here (tests in tests/eventstore pin each one):
 
@@ -21,10 +21,13 @@ from typing import Any
 
 import msgspec
 import nats.errors
-from nats.aio.client import Client as NATS
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from opentelemetry import propagate
 
+from nextra.events.base import Event
+from nextra.events.envelope import AggregateRef, CommandContext, RecordedEvent
+from nextra.events.registry import EventRegistry
 from nextra.eventstore import headers as h
 from nextra.eventstore.base import AppendResult
 from nextra.eventstore.subjects import (
@@ -32,9 +35,6 @@ from nextra.eventstore.subjects import (
     aggregate_subject,
     parse_aggregate_subject,
 )
-from nextra.events.base import Event
-from nextra.events.envelope import AggregateRef, CommandContext, RecordedEvent
-from nextra.events.registry import EventRegistry
 from nextra.kernel import metrics
 from nextra.kernel.errors import (
     ConcurrencyError,
@@ -90,7 +90,7 @@ class JetStreamEventStore:
 
     def __init__(
         self,
-        nc: NATS,
+        nc: NatsClient,
         registry: EventRegistry,
         *,
         stream: str = DEFAULT_STREAM,
@@ -133,9 +133,13 @@ class JetStreamEventStore:
         while True:
             try:
                 if len(messages) == 1:
-                    result = await self._publish_one(subject, messages[0], expected_version)
+                    result = await self._publish_one(
+                        subject, messages[0], expected_version
+                    )
                 else:
-                    result = await self._publish_batch(subject, messages, expected_version)
+                    result = await self._publish_batch(
+                        subject, messages, expected_version
+                    )
             except _Transient as error:
                 if loop.time() + delay >= deadline:
                     message = (
@@ -148,7 +152,9 @@ class JetStreamEventStore:
                 delay = min(delay * 2, 1.0)
                 continue
             except ConcurrencyError:
-                original = await self._find_command(aggregate, context.command_id, expected_version)
+                original = await self._find_command(
+                    aggregate, context.command_id, expected_version
+                )
                 if original is None:
                     raise
                 return original
@@ -184,7 +190,9 @@ class JetStreamEventStore:
                 h.TENANT: aggregate.tenant_id,
                 h.ACTOR: context.actor,
                 h.COMMAND_ID: context.command_id,
-                "Nats-Msg-Id": context.command_id if single else f"{context.command_id}:{index}",
+                "Nats-Msg-Id": context.command_id
+                if single
+                else f"{context.command_id}:{index}",
             }
             if context.correlation_id:
                 headers[h.CORRELATION_ID] = context.correlation_id
@@ -203,7 +211,10 @@ class JetStreamEventStore:
     ) -> AppendResult | None:
         payload, headers = message
         if expected_version is not None:
-            headers = {**headers, "Nats-Expected-Last-Subject-Sequence": str(expected_version)}
+            headers = {
+                **headers,
+                "Nats-Expected-Last-Subject-Sequence": str(expected_version),
+            }
         ack = await self._request(subject, payload, headers)
         self._raise_for(ack, subject, expected_version)
         return AppendResult(
@@ -228,20 +239,27 @@ class JetStreamEventStore:
                 "Nats-Batch-Sequence": str(number),
             }
             if number == 1 and expected_version is not None:
-                batch_headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_version)
+                batch_headers["Nats-Expected-Last-Subject-Sequence"] = str(
+                    expected_version
+                )
             if number == last:
                 batch_headers["Nats-Batch-Commit"] = "1"
                 ack = await self._request(subject, payload, batch_headers)
                 if ack.error is not None and ack.error.err_code == _BATCH_DUPLICATE:
                     return None
                 self._raise_for(ack, subject, expected_version)
-                return AppendResult(first_sequence=ack.seq - last + 1, last_sequence=ack.seq)
+                return AppendResult(
+                    first_sequence=ack.seq - last + 1, last_sequence=ack.seq
+                )
             if number == 1:
-                ack = await self._request(subject, payload, batch_headers, empty_ok=True)
+                ack = await self._request(
+                    subject, payload, batch_headers, empty_ok=True
+                )
                 self._raise_for(ack, subject, expected_version)
             else:
                 await self._nc.publish(subject, payload, headers=batch_headers)
-        raise AssertionError("unreachable: the loop returns on the last message")
+        msg = "unreachable: the loop returns on the last message"
+        raise AssertionError(msg)
 
     async def _request(
         self,
@@ -259,15 +277,21 @@ class JetStreamEventStore:
             # No responders: JetStream is restarting or the stream is missing;
             # both are retried until the window closes.
             raise _Transient(str(error)) from error
-        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as error:
+        except (
+            nats.errors.ConnectionClosedError,
+            nats.errors.ConnectionReconnectingError,
+        ) as error:
             raise _Transient(str(error)) from error
         if not reply.data:
             if empty_ok:
                 return _PubAck()
-            raise _Transient("empty acknowledgement")
+            msg = "empty acknowledgement"
+            raise _Transient(msg)
         return _ack_decoder.decode(reply.data)
 
-    def _raise_for(self, ack: _PubAck, subject: str, expected_version: int | None) -> None:
+    def _raise_for(
+        self, ack: _PubAck, subject: str, expected_version: int | None
+    ) -> None:
         if ack.error is None:
             return
         error = ack.error
@@ -292,7 +316,9 @@ class JetStreamEventStore:
     ) -> AppendResult | None:
         sequences = [
             recorded.sequence
-            async for recorded in self._read_raw(aggregate_subject(aggregate), after or 0)
+            async for recorded in self._read_raw(
+                aggregate_subject(aggregate), after or 0
+            )
             if recorded.headers.get(h.COMMAND_ID) == command_id
         ]
         if not sequences:
@@ -326,7 +352,7 @@ class JetStreamEventStore:
                 f"$JS.API.{call}", payload, timeout=self._timeout
             )
         except nats.errors.NoRespondersError as error:
-            message = "JetStream is not enabled or not ready on the NATS server"
+            message = "JetStream is not enabled or not ready on the NatsClient server"
             raise EventStoreUnavailable(message, where=call) from error
         except nats.errors.TimeoutError as error:
             message = f"JetStream did not answer {call} within {self._timeout}s"

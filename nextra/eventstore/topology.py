@@ -32,7 +32,9 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-class StreamDefinition(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class StreamDefinition(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
+):
     """One stream as its reviewed file states it."""
 
     name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+$")]
@@ -215,7 +217,9 @@ def _conflict(
         f"{key}={file!r} in {Path(definition.source).name}, and {why}; "
         f"migrate the stream by hand or restore the setting"
     )
-    raise StreamConflict(message, expected=file, got=server, where=f"{definition.name}.{key}")
+    raise StreamConflict(
+        message, expected=file, got=server, where=f"{definition.name}.{key}"
+    )
 
 
 async def apply_streams(

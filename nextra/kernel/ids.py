@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-__all__ = ("new_id", "is_token")
+__all__ = ("is_token", "new_id")
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 
@@ -22,7 +22,6 @@ def new_id() -> str:
 
 def is_token(value: str) -> bool:
     """Whether ``value`` can stand as one NATS subject token in Nextra's subjects."""
-    return (
-        0 < len(value) <= 64
-        and all(ch.isascii() and (ch.isalnum() or ch in "-_") for ch in value)
+    return 0 < len(value) <= 64 and all(
+        ch.isascii() and (ch.isalnum() or ch in "-_") for ch in value
     )

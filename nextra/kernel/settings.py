@@ -69,7 +69,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     @property
     def streams_path(self) -> Path:
-        return Path(self.streams_dir) if self.streams_dir else project_root() / "streams"
+        return (
+            Path(self.streams_dir) if self.streams_dir else project_root() / "streams"
+        )
 
     @property
     def projections_path(self) -> Path:

@@ -29,7 +29,9 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime
 
 
-async def ensure_checkpoint(connection: AsyncConnection, name: str, version: int) -> None:
+async def ensure_checkpoint(
+    connection: AsyncConnection, name: str, version: int
+) -> None:
     statement = insert(projection_checkpoints).values(
         projection=name, version=version, last_sequence=0, updated_at=datetime.now(UTC)
     )

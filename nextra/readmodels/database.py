@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -62,4 +63,3 @@ async def check_database(engine: AsyncEngine, *, timeout: float) -> None:
         where = engine.url.render_as_string(hide_password=True)
         message = f"cannot reach PostgreSQL at {where}: {error}"
         raise ConfigurationError(message, where="NEXTRA_DATABASE_URL") from None
-

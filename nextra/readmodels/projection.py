@@ -31,11 +31,15 @@ class Projection(ABC):
     tables: Sequence[Table] = ()
 
     @abstractmethod
-    async def apply(self, connection: AsyncConnection, events: Sequence[RecordedEvent]) -> None:
+    async def apply(
+        self, connection: AsyncConnection, events: Sequence[RecordedEvent]
+    ) -> None:
         """Apply a batch of events to the projection's tables."""
 
 
-class ProjectionSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class ProjectionSpec(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
+):
     """One entry of the projection catalogue (``projections/<name>.toml``).
 
     Raising ``version`` means the projection's meaning changed: rebuild it.
@@ -58,7 +62,9 @@ class ProjectionSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             cls = getattr(importlib.import_module(module_name), class_name)
         except (ImportError, AttributeError) as error:
             message = f"projection {self.name}: cannot load {self.code!r}: {error}"
-            raise ConfigurationError(message, where=f"projections/{self.name}.toml") from None
+            raise ConfigurationError(
+                message, where=f"projections/{self.name}.toml"
+            ) from None
         projection: Projection = cls()
         return projection
 

@@ -16,8 +16,8 @@ import msgspec
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from nextra.eventstore.jetstream import JetStreamEventStore
 from nextra.events.envelope import RecordedEvent
+from nextra.eventstore.jetstream import JetStreamEventStore
 from nextra.readmodels.checkpoints import ensure_checkpoint, lock_checkpoint
 from nextra.readmodels.projection import Projection, ProjectionSpec
 from nextra.readmodels.tables import metadata, projection_checkpoints
@@ -56,7 +56,9 @@ async def rebuild_projection(
     async for recorded in store.read(after=0, subject=spec.subject):
         batch.append(recorded)
         if len(batch) >= batch_size:
-            position, count = await _apply_shadow(engine, projection, shadow, batch, count)
+            position, count = await _apply_shadow(
+                engine, projection, shadow, batch, count
+            )
             batch = []
     if batch:
         position, count = await _apply_shadow(engine, projection, shadow, batch, count)
@@ -76,7 +78,9 @@ async def rebuild_projection(
                 count += len(tail)
             position = live.last_sequence
         for table in projection.tables:
-            await connection.execute(text(f'DROP TABLE IF EXISTS public."{table.name}"'))
+            await connection.execute(
+                text(f'DROP TABLE IF EXISTS public."{table.name}"')
+            )
             await connection.execute(
                 text(f'ALTER TABLE "{shadow}"."{table.name}" SET SCHEMA public')
             )

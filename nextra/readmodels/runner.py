@@ -95,7 +95,8 @@ class ProjectionRunner:
             while True:
                 acquired = (
                     await connection.execute(
-                        text("SELECT pg_try_advisory_lock(hashtext(:key))"), {"key": key}
+                        text("SELECT pg_try_advisory_lock(hashtext(:key))"),
+                        {"key": key},
                     )
                 ).scalar()
                 await connection.commit()
@@ -178,7 +179,9 @@ class ProjectionRunner:
         """Apply deliveries past the checkpoint and move it, in one transaction."""
         async with self._engine.begin() as connection:
             checkpoint = await lock_checkpoint(connection, self.spec.name)
-            fresh = [d.event for d in deliveries if d.sequence > checkpoint.last_sequence]
+            fresh = [
+                d.event for d in deliveries if d.sequence > checkpoint.last_sequence
+            ]
             if not fresh:
                 return 0
             await self.projection.apply(connection, fresh)

@@ -65,7 +65,9 @@ class TenantsProjection(Projection):
                 changes.update(fields, **stamp)
 
         if created:
-            statement = insert(tenants).on_conflict_do_nothing(index_elements=["tenant_id"])
+            statement = insert(tenants).on_conflict_do_nothing(
+                index_elements=["tenant_id"]
+            )
             await connection.execute(statement, list(created.values()))
         if changed:
             statement = (
@@ -92,8 +94,12 @@ async def read_tenants(
     return [TenantSummary(**row._mapping) for row in rows]
 
 
-async def read_tenant(connection: AsyncConnection, tenant_id: str) -> TenantSummary | None:
+async def read_tenant(
+    connection: AsyncConnection, tenant_id: str
+) -> TenantSummary | None:
     row = (
-        await connection.execute(select(tenants).where(tenants.c.tenant_id == tenant_id))
+        await connection.execute(
+            select(tenants).where(tenants.c.tenant_id == tenant_id)
+        )
     ).first()
     return TenantSummary(**row._mapping) if row else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from nats.aio.client import Client as NATS
+from nats.aio.client import Client as NatsClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from nextra.eventstore.jetstream import JetStreamEventStore
@@ -21,7 +21,7 @@ log = get_logger("nextra.projector")
 async def run_projector(
     specs: Sequence[ProjectionSpec],
     *,
-    nc: NATS,
+    nc: NatsClient,
     store: JetStreamEventStore,
     engine: AsyncEngine,
     stopping: asyncio.Event,
@@ -41,7 +41,9 @@ async def run_projector(
         try:
             await runner.run(stopping)
         except Exception as error:
-            log.exception("projection.stopped", projection=runner.spec.name, error=str(error))
+            log.exception(
+                "projection.stopped", projection=runner.spec.name, error=str(error)
+            )
 
     log.info("projector.started", projections=[spec.name for spec in specs])
     await asyncio.gather(*(guarded(runner) for runner in runners))

@@ -1,12 +1,12 @@
-"""Health, readiness and metrics over HTTP, against real NATS and Postgres."""
+"""Health, readiness and metrics over HTTP, against real NatsClient and Postgres."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import pytest
 import httpx
-from nats.aio.client import Client as NATS
+import pytest
+from nats.aio.client import Client as NatsClient
 
 from nextra.api import create_app
 from nextra.cli.platform import Platform
@@ -37,7 +37,9 @@ async def client(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def test_health_answers_while_the_process_is_up(client: httpx.AsyncClient) -> None:
+async def test_health_answers_while_the_process_is_up(
+    client: httpx.AsyncClient,
+) -> None:
     response = await client.get("/health")
 
     assert response.status_code == 200
@@ -59,7 +61,7 @@ async def test_ready_when_servers_streams_and_migrations_are_in_place(
 
 
 async def test_not_ready_names_the_stream_that_is_missing(
-    client: httpx.AsyncClient, nc: NATS
+    client: httpx.AsyncClient, nc: NatsClient
 ) -> None:
     await nc.jetstream().delete_stream("NX_EVENTS")
 
@@ -97,7 +99,9 @@ async def test_metrics_expose_requests_appends_and_projection_lag(
 
     assert response.status_code == 200
     text = response.text
-    assert 'nextra_api_requests_total{method="GET",route="/health",status="200"}' in text
+    assert (
+        'nextra_api_requests_total{method="GET",route="/health",status="200"}' in text
+    )
     assert "nextra_api_request_duration_seconds_bucket" in text
     assert 'nextra_projection_lag_events{projection="tenants"} 0.0' in text
     assert "nextra_events_appended" in text

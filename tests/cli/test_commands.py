@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import nats.js.errors
 import pytest
-from nats.aio.client import Client as NATS
+from nats.aio.client import Client as NatsClient
 
 from nextra.devstack.nats import free_port
 
@@ -28,7 +29,9 @@ def nextra(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def assert_clean_failure(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+def assert_clean_failure(
+    result: subprocess.CompletedProcess[str], *needles: str
+) -> None:
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     for needle in needles:
@@ -50,7 +53,7 @@ def test_unreachable_nats_is_named(database_url: str) -> None:
         NEXTRA_DATABASE_URL=database_url,
     )
 
-    assert_clean_failure(result, f"cannot reach NATS at nats://127.0.0.1:{port}")
+    assert_clean_failure(result, f"cannot reach NatsClient at nats://127.0.0.1:{port}")
 
 
 def test_unreachable_postgres_is_named(nats_url: str, tmp_path: Path) -> None:
@@ -70,9 +73,11 @@ def _reachable(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.mark.skipif(not _reachable(4222), reason="no NATS on 127.0.0.1:4222 to try")
+@pytest.mark.skipif(
+    not _reachable(4222), reason="no NatsClient on 127.0.0.1:4222 to try"
+)
 def test_nats_older_than_2_12_is_refused(database_url: str) -> None:
-    """This machine runs Debian's NATS 2.9 on 4222: Nextra must say it is too old."""
+    """This machine runs Debian's NatsClient 2.9 on 4222: Nextra must say it is too old."""
     result = nextra(
         "streams",
         "apply",
@@ -86,13 +91,11 @@ def test_nats_older_than_2_12_is_refused(database_url: str) -> None:
 
 
 async def test_conflicting_stream_definition_is_named(
-    nc: NATS, nats_url: str, database_url: str, tmp_path: Path
+    nc: NatsClient, nats_url: str, database_url: str, tmp_path: Path
 ) -> None:
     js = nc.jetstream()
-    try:
+    with contextlib.suppress(nats.js.errors.NotFoundError):
         await js.delete_stream("NX_CLI_CONFLICT")
-    except nats.js.errors.NotFoundError:
-        pass
     definition = tmp_path / "conflict.toml"
     definition.write_text('name = "NX_CLI_CONFLICT"\nsubjects = ["nx.cliconflict.>"]\n')
     env = {
@@ -114,8 +117,10 @@ async def test_conflicting_stream_definition_is_named(
 def test_dry_run_prints_the_difference(
     nats_url: str, database_url: str, events_stream: str, tmp_path: Path, root: Path
 ) -> None:
-    changed = (root / "streams" / "events.toml").read_text().replace(
-        'duplicate_window = "2m"', 'duplicate_window = "3m"'
+    changed = (
+        (root / "streams" / "events.toml")
+        .read_text()
+        .replace('duplicate_window = "2m"', 'duplicate_window = "3m"')
     )
     (tmp_path / "events.toml").write_text(changed)
 
@@ -138,7 +143,9 @@ def test_tenant_created_shows_in_status_and_after_a_rebuild(
 ) -> None:
     env = {"NEXTRA_NATS_URL": nats_url, "NEXTRA_DATABASE_URL": database_url}
 
-    created = nextra("tenants", "create", "Acme", "--id", "acme", "--tier", "pro", **env)
+    created = nextra(
+        "tenants", "create", "Acme", "--id", "acme", "--tier", "pro", **env
+    )
     status = nextra("projections", "status", **env)
     rebuilt = nextra("projections", "rebuild", "tenants", **env)
     listed = nextra("tenants", "list", **env)

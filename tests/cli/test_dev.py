@@ -30,7 +30,16 @@ def start(data_dir: Path, port: int) -> subprocess.Popen[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("NEXTRA_")}
     environ["NEXTRA_LOG_FORMAT"] = "json"
     return subprocess.Popen(
-        [sys.executable, "-m", "nextra", "dev", "--data-dir", str(data_dir), "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "nextra",
+            "dev",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -80,7 +89,11 @@ def test_dev_comes_up_ready_stops_cleanly_and_reuses_its_data(data_dir: Path) ->
     second = start(data_dir, port)
     try:
         wait_ready(second, port)
-        banner = second.stdout.readline() + second.stdout.readline() + second.stdout.readline()  # type: ignore[union-attr]
+        banner = (
+            second.stdout.readline()
+            + second.stdout.readline()
+            + second.stdout.readline()
+        )  # type: ignore[union-attr]
         nats_url = re.search(r"nats://[\d.:]+", banner)
         assert nats_url is not None, banner
         listed = subprocess.run(

@@ -8,11 +8,11 @@ from typing import Any, ClassVar
 
 import pytest
 
-from nextra.eventstore.jetstream import JetStreamEventStore
 from nextra.events import Event, EventRegistry
 from nextra.events.catalogue import REGISTRY
 from nextra.events.envelope import AggregateRef, CommandContext
 from nextra.events.schema import event_schema, render_event_docs, schema_files
+from nextra.eventstore.jetstream import JetStreamEventStore
 from nextra.kernel.errors import EventContractError
 from nextra.kernel.ids import new_id
 
@@ -106,7 +106,10 @@ async def test_old_event_versions_are_upcast_when_read(
     aggregate = AggregateRef(new_id(), "note", new_id())
 
     await old_writer.append(
-        aggregate, [NoteV1(text="Hello\nworld")], expected_version=0, context=CommandContext()
+        aggregate,
+        [NoteV1(text="Hello\nworld")],
+        expected_version=0,
+        context=CommandContext(),
     )
     [recorded] = await new_reader.load(aggregate)
 
@@ -124,7 +127,9 @@ def test_newer_version_than_known_is_refused_clearly() -> None:
 def test_missing_upcaster_is_named() -> None:
     registry = EventRegistry([NoteV2])
 
-    with pytest.raises(EventContractError, match="no upcaster for test.note_added from v1"):
+    with pytest.raises(
+        EventContractError, match=r"no upcaster for test\.note_added from v1"
+    ):
         registry.decode("test.note_added", 1, b'{"text": "a"}')
 
 
@@ -137,7 +142,7 @@ def test_unknown_fields_from_newer_writers_are_ignored() -> None:
 
 
 def test_unknown_type_is_refused_by_name() -> None:
-    with pytest.raises(EventContractError, match="test.never"):
+    with pytest.raises(EventContractError, match=r"test\.never"):
         REGISTRY.decode("test.never", 1, b"{}")
 
 

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from nextra.eventstore.jetstream import MAX_EVENTS_PER_APPEND, JetStreamEventStore
 from nextra.events.envelope import AggregateRef, CommandContext
 from nextra.events.tenants import TenantCreated, TenantRenamed, TenantTierChanged
+from nextra.eventstore.jetstream import MAX_EVENTS_PER_APPEND, JetStreamEventStore
 from nextra.kernel.errors import ConcurrencyError, ValidationError
 from nextra.kernel.ids import new_id
 
@@ -53,7 +53,10 @@ async def test_stale_expected_version_raises_concurrency_error_naming_versions(
 ) -> None:
     aggregate = tenant()
     created = await store.append(
-        aggregate, [TenantCreated(name="A")], expected_version=0, context=CommandContext()
+        aggregate,
+        [TenantCreated(name="A")],
+        expected_version=0,
+        context=CommandContext(),
     )
     await store.append(
         aggregate,
@@ -78,15 +81,23 @@ async def test_stale_expected_version_raises_concurrency_error_naming_versions(
     assert len(await store.load(aggregate)) == 2
 
 
-async def test_creating_an_existing_aggregate_conflicts(store: JetStreamEventStore) -> None:
+async def test_creating_an_existing_aggregate_conflicts(
+    store: JetStreamEventStore,
+) -> None:
     aggregate = tenant()
     await store.append(
-        aggregate, [TenantCreated(name="A")], expected_version=0, context=CommandContext()
+        aggregate,
+        [TenantCreated(name="A")],
+        expected_version=0,
+        context=CommandContext(),
     )
 
     with pytest.raises(ConcurrencyError):
         await store.append(
-            aggregate, [TenantCreated(name="A")], expected_version=0, context=CommandContext()
+            aggregate,
+            [TenantCreated(name="A")],
+            expected_version=0,
+            context=CommandContext(),
         )
 
 
@@ -95,7 +106,10 @@ async def test_concurrent_writers_on_one_version_only_one_wins(
 ) -> None:
     aggregate = tenant()
     created = await store.append(
-        aggregate, [TenantCreated(name="A")], expected_version=0, context=CommandContext()
+        aggregate,
+        [TenantCreated(name="A")],
+        expected_version=0,
+        context=CommandContext(),
     )
 
     results = await asyncio.gather(
@@ -140,11 +154,19 @@ async def test_repeated_command_returns_the_original_result(
     assert len(await store.load(aggregate)) == 1
 
 
-async def test_multi_event_append_commits_atomically(store: JetStreamEventStore) -> None:
+async def test_multi_event_append_commits_atomically(
+    store: JetStreamEventStore,
+) -> None:
     aggregate = tenant()
-    events = [TenantCreated(name="A"), TenantRenamed(name="B"), TenantTierChanged(tier="pro")]
+    events = [
+        TenantCreated(name="A"),
+        TenantRenamed(name="B"),
+        TenantTierChanged(tier="pro"),
+    ]
 
-    result = await store.append(aggregate, events, expected_version=0, context=CommandContext())
+    result = await store.append(
+        aggregate, events, expected_version=0, context=CommandContext()
+    )
 
     loaded = await store.load(aggregate)
     assert [e.event for e in loaded] == events
@@ -158,14 +180,21 @@ async def test_multi_event_append_with_stale_version_is_rejected_whole(
 ) -> None:
     aggregate = tenant()
     await store.append(
-        aggregate, [TenantCreated(name="A")], expected_version=0, context=CommandContext()
+        aggregate,
+        [TenantCreated(name="A")],
+        expected_version=0,
+        context=CommandContext(),
     )
     before = await store.last_sequence()
 
     with pytest.raises(ConcurrencyError):
         await store.append(
             aggregate,
-            [TenantRenamed(name="B"), TenantTierChanged(tier="pro"), TenantRenamed(name="C")],
+            [
+                TenantRenamed(name="B"),
+                TenantTierChanged(tier="pro"),
+                TenantRenamed(name="C"),
+            ],
             expected_version=0,
             context=CommandContext(),
         )
@@ -180,9 +209,13 @@ async def test_repeated_multi_event_command_is_stored_once(
     aggregate = tenant()
     context = CommandContext()
     events = [TenantCreated(name="A"), TenantRenamed(name="B")]
-    original = await store.append(aggregate, events, expected_version=0, context=context)
+    original = await store.append(
+        aggregate, events, expected_version=0, context=context
+    )
 
-    repeated = await store.append(aggregate, events, expected_version=None, context=context)
+    repeated = await store.append(
+        aggregate, events, expected_version=None, context=context
+    )
 
     assert repeated.duplicate
     assert (repeated.first_sequence, repeated.last_sequence) == (
@@ -197,10 +230,14 @@ async def test_append_refuses_empty_and_oversized_batches(
 ) -> None:
     aggregate = tenant()
     with pytest.raises(ValidationError):
-        await store.append(aggregate, [], expected_version=None, context=CommandContext())
+        await store.append(
+            aggregate, [], expected_version=None, context=CommandContext()
+        )
     too_many = [TenantRenamed(name="x")] * (MAX_EVENTS_PER_APPEND + 1)
     with pytest.raises(ValidationError):
-        await store.append(aggregate, too_many, expected_version=None, context=CommandContext())
+        await store.append(
+            aggregate, too_many, expected_version=None, context=CommandContext()
+        )
 
 
 async def test_load_of_hundreds_of_events_spans_several_read_batches(
@@ -211,9 +248,14 @@ async def test_load_of_hundreds_of_events_spans_several_read_batches(
     version = 0
     for start in range(0, 2500, 500):
         batch = [TenantRenamed(name=f"n{i}") for i in range(start, start + 500)]
-        result = await store.append(aggregate, batch, expected_version=version, context=CommandContext())
+        result = await store.append(
+            aggregate, batch, expected_version=version, context=CommandContext()
+        )
         await store.append(
-            other, [TenantRenamed(name="noise")], expected_version=None, context=CommandContext()
+            other,
+            [TenantRenamed(name="noise")],
+            expected_version=None,
+            context=CommandContext(),
         )
         version = result.version
 
@@ -229,15 +271,21 @@ async def test_load_of_unknown_aggregate_is_empty(store: JetStreamEventStore) ->
 
 async def test_headers_carry_the_contract(store: JetStreamEventStore, nc) -> None:  # type: ignore[no-untyped-def]
     aggregate = tenant()
-    context = CommandContext(actor="u", correlation_id="c", causation_id="k",
-                             traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    context = CommandContext(
+        actor="u",
+        correlation_id="c",
+        causation_id="k",
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    )
     result = await store.append(
         aggregate, [TenantCreated(name="A")], expected_version=0, context=context
     )
 
     message = await nc.jetstream().get_msg("NX_EVENTS", result.last_sequence)
 
-    assert message.subject == f"nx.ev.{aggregate.tenant_id}.tenant.{aggregate.tenant_id}"
+    assert (
+        message.subject == f"nx.ev.{aggregate.tenant_id}.tenant.{aggregate.tenant_id}"
+    )
     headers = message.headers or {}
     assert headers["Nx-Event-Type"] == "tenant.created"
     assert headers["Nx-Schema-Version"] == "1"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import nats.js.errors
 import pytest
-from nats.aio.client import Client as NATS
+from nats.aio.client import Client as NatsClient
 
 from nextra.eventstore.topology import (
     StreamDefinition,
@@ -30,15 +31,13 @@ def definition(**overrides: object) -> StreamDefinition:
 
 
 @pytest.fixture
-async def clean(nc: NATS) -> NATS:
-    try:
+async def clean(nc: NatsClient) -> NatsClient:
+    with contextlib.suppress(nats.js.errors.NotFoundError):
         await nc.jetstream().delete_stream("NX_TEST_TOPOLOGY")
-    except nats.js.errors.NotFoundError:
-        pass
     return nc
 
 
-async def test_apply_creates_then_reports_nothing_to_do(clean: NATS) -> None:
+async def test_apply_creates_then_reports_nothing_to_do(clean: NatsClient) -> None:
     js = clean.jetstream()
 
     first = await apply_streams(js, [definition()])
@@ -51,7 +50,9 @@ async def test_apply_creates_then_reports_nothing_to_do(clean: NATS) -> None:
     assert info.config.allow_direct
 
 
-async def test_dry_run_shows_the_difference_and_changes_nothing(clean: NATS) -> None:
+async def test_dry_run_shows_the_difference_and_changes_nothing(
+    clean: NatsClient,
+) -> None:
     js = clean.jetstream()
     await apply_streams(js, [definition()])
 
@@ -62,7 +63,7 @@ async def test_dry_run_shows_the_difference_and_changes_nothing(clean: NATS) -> 
     assert (await js.stream_info("NX_TEST_TOPOLOGY")).config.duplicate_window == 120
 
 
-async def test_update_applies_a_changeable_setting(clean: NATS) -> None:
+async def test_update_applies_a_changeable_setting(clean: NatsClient) -> None:
     js = clean.jetstream()
     await apply_streams(js, [definition()])
 
@@ -73,7 +74,9 @@ async def test_update_applies_a_changeable_setting(clean: NATS) -> None:
     assert config.description == "changed"
 
 
-async def test_conflicting_immutable_setting_names_stream_and_setting(clean: NATS) -> None:
+async def test_conflicting_immutable_setting_names_stream_and_setting(
+    clean: NatsClient,
+) -> None:
     js = clean.jetstream()
     await apply_streams(js, [definition()])
 
@@ -85,7 +88,9 @@ async def test_conflicting_immutable_setting_names_stream_and_setting(clean: NAT
     assert "test_topology.toml" in caught.value.message
 
 
-async def test_stream_taken_over_by_another_definition_is_refused(clean: NATS) -> None:
+async def test_stream_taken_over_by_another_definition_is_refused(
+    clean: NatsClient,
+) -> None:
     js = clean.jetstream()
     await apply_streams(js, [definition()])
 
@@ -106,7 +111,9 @@ def test_bad_definition_file_names_file_and_setting(tmp_path: Path) -> None:
 
 
 def test_unknown_setting_in_definition_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "typo.toml").write_text('name = "X"\nsubjects = ["x.>"]\nstorrage = "file"\n')
+    (tmp_path / "typo.toml").write_text(
+        'name = "X"\nsubjects = ["x.>"]\nstorrage = "file"\n'
+    )
 
     with pytest.raises(ConfigurationError, match="storrage"):
         load_stream_definitions(tmp_path)

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from nats.aio.client import Client as NATS
+from nats.aio.client import Client as NatsClient
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from nextra.app.tenants import TenantCommands
-from nextra.eventstore.jetstream import JetStreamEventStore
 from nextra.events.envelope import CommandContext
+from nextra.eventstore.jetstream import JetStreamEventStore
 from nextra.kernel.errors import ProjectionError
 from nextra.kernel.ids import new_id
 from nextra.readmodels.checkpoints import read_checkpoints, wait_projected
@@ -43,13 +43,19 @@ async def running(runner: ProjectionRunner) -> AsyncIterator[asyncio.Task[None]]
 
 
 def runner_for(
-    spec: ProjectionSpec, engine: AsyncEngine, store: JetStreamEventStore, nc: NATS
+    spec: ProjectionSpec,
+    engine: AsyncEngine,
+    store: JetStreamEventStore,
+    nc: NatsClient,
 ) -> ProjectionRunner:
     return ProjectionRunner(spec, spec.create(), engine, store, nc, batch_size=50)
 
 
 async def test_tenants_projection_follows_creates_renames_and_tiers(
-    spec: ProjectionSpec, engine: AsyncEngine, store: JetStreamEventStore, nc: NATS
+    spec: ProjectionSpec,
+    engine: AsyncEngine,
+    store: JetStreamEventStore,
+    nc: NatsClient,
 ) -> None:
     commands = TenantCommands(store)
     acme, globex = new_id(), new_id()
@@ -73,7 +79,10 @@ async def test_tenants_projection_follows_creates_renames_and_tiers(
 
 
 async def test_events_appended_while_stopped_are_projected_on_restart(
-    spec: ProjectionSpec, engine: AsyncEngine, store: JetStreamEventStore, nc: NATS
+    spec: ProjectionSpec,
+    engine: AsyncEngine,
+    store: JetStreamEventStore,
+    nc: NatsClient,
 ) -> None:
     commands = TenantCommands(store)
     first = await commands.create(new_id(), "Before", context=CommandContext())
@@ -83,7 +92,9 @@ async def test_events_appended_while_stopped_are_projected_on_restart(
 
     later = [new_id() for _ in range(120)]
     for tenant_id in later:
-        result = await commands.create(tenant_id, "While stopped", context=CommandContext())
+        result = await commands.create(
+            tenant_id, "While stopped", context=CommandContext()
+        )
     assert result is not None
     async with running(runner_for(spec, engine, store, nc)):
         await wait_projected(engine, "tenants", result.last_sequence, timeout=10)
@@ -95,7 +106,10 @@ async def test_events_appended_while_stopped_are_projected_on_restart(
 
 
 async def test_only_one_runner_per_projection_is_active(
-    spec: ProjectionSpec, engine: AsyncEngine, store: JetStreamEventStore, nc: NATS
+    spec: ProjectionSpec,
+    engine: AsyncEngine,
+    store: JetStreamEventStore,
+    nc: NatsClient,
 ) -> None:
     commands = TenantCommands(store)
     leader = runner_for(spec, engine, store, nc)
@@ -112,7 +126,10 @@ async def test_only_one_runner_per_projection_is_active(
 
 
 async def test_standby_takes_over_when_the_leader_stops(
-    spec: ProjectionSpec, engine: AsyncEngine, store: JetStreamEventStore, nc: NATS
+    spec: ProjectionSpec,
+    engine: AsyncEngine,
+    store: JetStreamEventStore,
+    nc: NatsClient,
 ) -> None:
     commands = TenantCommands(store)
     leader = runner_for(spec, engine, store, nc)
@@ -141,7 +158,10 @@ async def test_wait_projected_times_out_with_a_clear_error(engine: AsyncEngine) 
 
 
 async def test_runner_refuses_a_projection_whose_version_changed(
-    spec: ProjectionSpec, engine: AsyncEngine, store: JetStreamEventStore, nc: NATS
+    spec: ProjectionSpec,
+    engine: AsyncEngine,
+    store: JetStreamEventStore,
+    nc: NatsClient,
 ) -> None:
     async with running(runner_for(spec, engine, store, nc)):
         await asyncio.sleep(0.2)
@@ -161,7 +181,9 @@ async def test_read_tenant_returns_none_for_unknown(engine: AsyncEngine) -> None
         assert await read_tenant(connection, "nobody") is None
 
 
-async def test_migrations_create_exactly_the_declared_tables(engine: AsyncEngine) -> None:
+async def test_migrations_create_exactly_the_declared_tables(
+    engine: AsyncEngine,
+) -> None:
     """Rebuilds create tables from the metadata; they must equal the migrated ones."""
     async with engine.connect() as connection:
         differences = await connection.run_sync(

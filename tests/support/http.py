@@ -19,7 +19,9 @@ class _QuietServer(uvicorn.Server):
 
 @contextlib.asynccontextmanager
 async def serve(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_config=None, lifespan="on"
+    )
     server = _QuietServer(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
