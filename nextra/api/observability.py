@@ -7,14 +7,17 @@ import time
 import structlog
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from opentelemetry import propagate, trace
 
 from nextra.kernel import metrics
 from nextra.kernel.ids import new_id
 from nextra.kernel.logging import get_logger
+from nextra.kernel.tracing import get_tracer
 
 __all__ = ("observe_requests",)
 
 log = get_logger("nextra.api")
+tracer = get_tracer("nextra.api")
 
 
 def observe_requests(app: ASGIApp) -> ASGIApp:
@@ -25,8 +28,12 @@ def observe_requests(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send)
             return
 
-        headers = dict(scope.get("headers") or [])
-        correlation_id = headers.get(b"x-correlation-id", b"").decode() or new_id()
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in scope.get("headers") or []
+        }
+        correlation_id = headers.get("x-correlation-id") or new_id()
+        parent = propagate.extract(headers)
         started = time.perf_counter()
         status = 500
 
@@ -41,9 +48,18 @@ def observe_requests(app: ASGIApp) -> ASGIApp:
             await send(message)
 
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
+        span = tracer.start_span(
+            f"{scope['method']} {scope['path']}",
+            context=parent,
+            kind=trace.SpanKind.SERVER,
+        )
+        trace_id = format(span.get_span_context().trace_id, "032x")
+        structlog.contextvars.bind_contextvars(
+            correlation_id=correlation_id, trace_id=trace_id
+        )
         try:
-            await app(scope, receive, send_wrapper)
+            with trace.use_span(span, end_on_exit=True):
+                await app(scope, receive, send_wrapper)
         finally:
             seconds = time.perf_counter() - started
             route = scope.get("path_template") or "unmatched"

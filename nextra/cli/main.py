@@ -11,6 +11,7 @@ from typing import Any
 from nextra.kernel.errors import NextraError
 from nextra.kernel.logging import configure_logging
 from nextra.kernel.settings import Settings, load_settings
+from nextra.kernel.tracing import configure_tracing
 
 __all__ = ("main",)
 
@@ -88,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             api_host=getattr(arguments, "host", None),
         )
         configure_logging(settings.log_level, settings.log_format)
+        configure_tracing(settings.service_name)
         code = asyncio.run(_dispatch(arguments, settings))
     except NextraError as error:
         sys.stderr.write(f"nextra: {error.message}\n")

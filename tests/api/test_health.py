@@ -7,11 +7,14 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from nats.aio.client import Client as NatsClient
+from structlog.contextvars import merge_contextvars
+from structlog.testing import capture_logs
 
 from nextra.api import create_app
 from nextra.cli.platform import Platform
 from nextra.devstack.postgres import ensure_database
 from nextra.kernel.settings import load_settings
+from nextra.kernel.tracing import configure_tracing
 from tests.support.http import serve
 
 PROBLEM = "application/problem+json"
@@ -137,3 +140,18 @@ async def test_correlation_id_is_echoed(client: httpx.AsyncClient) -> None:
     response = await client.get("/health", headers={"X-Correlation-Id": "abc-123"})
 
     assert response.headers["x-correlation-id"] == "abc-123"
+
+
+async def test_incoming_trace_context_is_continued(client: httpx.AsyncClient) -> None:
+    """The API joins the caller's trace (W3C traceparent) and logs its trace id."""
+    configure_tracing("nextra-tests")
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+
+    with capture_logs(processors=[merge_contextvars]) as logs:
+        await client.get(
+            "/health", headers={"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"}
+        )
+
+    request_lines = [line for line in logs if line["event"] == "api.request"]
+    assert request_lines
+    assert request_lines[-1]["trace_id"] == trace_id

@@ -11,6 +11,7 @@ from nextra.events.tenants import TenantCreated, TenantRenamed, TenantTierChange
 from nextra.eventstore.jetstream import MAX_EVENTS_PER_APPEND, JetStreamEventStore
 from nextra.kernel.errors import ConcurrencyError, ValidationError
 from nextra.kernel.ids import new_id
+from nextra.kernel.tracing import configure_tracing, get_tracer
 
 
 def tenant(tenant_id: str | None = None) -> AggregateRef:
@@ -297,3 +298,24 @@ async def test_headers_carry_the_contract(store: JetStreamEventStore, nc) -> Non
     assert headers["Nx-Causation-Id"] == "k"
     assert headers["traceparent"] == context.traceparent
     assert "Nx-Event-Id" in headers
+
+
+async def test_current_trace_context_rides_on_the_events(
+    store: JetStreamEventStore,
+) -> None:
+    """One trace follows a command: the span around an append is on its events."""
+    configure_tracing("nextra-tests")
+    aggregate = tenant()
+
+    with get_tracer("tests").start_as_current_span("command") as span:
+        await store.append(
+            aggregate,
+            [TenantCreated(name="A")],
+            expected_version=0,
+            context=CommandContext(),
+        )
+    [recorded] = await store.load(aggregate)
+
+    trace_id = format(span.get_span_context().trace_id, "032x")
+    assert recorded.traceparent is not None
+    assert recorded.traceparent.split("-")[1] == trace_id
