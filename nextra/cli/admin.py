@@ -8,7 +8,12 @@ from pathlib import Path
 
 from nextra.app.tenants import TenantCommands
 from nextra.cli.platform import Platform
-from nextra.cli.processes import run_api, run_projector_process, stop_on_signals
+from nextra.cli.processes import (
+    check_port_free,
+    run_api,
+    run_projector_process,
+    stop_on_signals,
+)
 from nextra.events.catalogue import REGISTRY
 from nextra.events.envelope import CommandContext
 from nextra.events.schema import render_event_docs, schema_files
@@ -40,6 +45,7 @@ def _out(text: str) -> None:
 
 
 async def serve_api(settings: Settings) -> int:
+    check_port_free(settings.api_host, settings.api_port)
     platform = await Platform.connect(settings, name="nextra-api")
     stopping = asyncio.Event()
     stop_on_signals(stopping)

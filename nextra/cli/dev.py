@@ -9,7 +9,12 @@ from pathlib import Path
 
 from nextra.app.tenants import TenantCommands
 from nextra.cli.platform import Platform
-from nextra.cli.processes import run_api, run_projector_process, stop_on_signals
+from nextra.cli.processes import (
+    check_port_free,
+    run_api,
+    run_projector_process,
+    stop_on_signals,
+)
 from nextra.devstack.nats import EmbeddedNats
 from nextra.devstack.postgres import EmbeddedPostgres, ensure_database
 from nextra.events.envelope import CommandContext
@@ -29,6 +34,7 @@ DEMO_TENANT = "demo"
 async def run_dev(settings: Settings) -> None:
     """Start servers (unless given), prepare them, run API and projector."""
     data_dir = await asyncio.to_thread(Path(settings.data_dir).resolve)
+    check_port_free(settings.api_host, settings.api_port)
     embedded_nats: EmbeddedNats | None = None
     embedded_postgres: EmbeddedPostgres | None = None
     stopping = asyncio.Event()

@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from collections.abc import Iterator
 
 import uvicorn
 
 from nextra.api.app import create_app
 from nextra.cli.platform import Platform
+from nextra.kernel.errors import ConfigurationError
 from nextra.runtime.projector import run_projector
 
-__all__ = ("run_api", "run_projector_process", "stop_on_signals")
+__all__ = ("check_port_free", "run_api", "run_projector_process", "stop_on_signals")
 
 
 class _Server(uvicorn.Server):
@@ -22,6 +24,22 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail before starting anything if the API could not listen where asked."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            message = (
+                f"the API cannot listen on {host}:{port} ({error.strerror}); "
+                "choose another with --port or NEXTRA_API_PORT"
+            )
+            raise ConfigurationError(
+                message, got=port, where="NEXTRA_API_PORT"
+            ) from None
 
 
 def stop_on_signals(stopping: asyncio.Event) -> None:

@@ -175,3 +175,15 @@ def test_rebuilding_an_unknown_projection_lists_the_known_ones(
 
 def test_event_docs_are_current() -> None:
     assert nextra("events", "docs", "--check").returncode == 0
+
+
+def test_api_port_in_use_is_named_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        result = nextra("dev", "--data-dir", str(tmp_path), "--port", str(port))
+
+    assert_clean_failure(result, f"cannot listen on 127.0.0.1:{port}", "--port")
+    assert not (tmp_path / "nats").exists()
