@@ -65,12 +65,12 @@ class TenantsProjection(Projection):
                 changes.update(fields, **stamp)
 
         if created:
-            statement = insert(tenants).on_conflict_do_nothing(
+            inserts = insert(tenants).on_conflict_do_nothing(
                 index_elements=["tenant_id"]
             )
-            await connection.execute(statement, list(created.values()))
+            await connection.execute(inserts, list(created.values()))
         if changed:
-            statement = (
+            updates = (
                 update(tenants)
                 .where(tenants.c.tenant_id == bindparam("key"))
                 .values(
@@ -80,7 +80,7 @@ class TenantsProjection(Projection):
                     version=bindparam("version"),
                 )
             )
-            await connection.execute(statement, list(changed.values()))
+            await connection.execute(updates, list(changed.values()))
 
 
 async def read_tenants(
