@@ -67,6 +67,7 @@ class ProjectionRunner:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Project until ``stopping`` is set, surviving outages of NATS or Postgres."""
+        structlog.contextvars.bind_contextvars(projection=self.spec.name)
         delay = 0.5
         while not stopping.is_set():
             try:
