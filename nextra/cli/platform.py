@@ -1,4 +1,4 @@
-"""Connections to NatsClient and Postgres, and the objects every process builds on them."""
+"""Connections to NATS and Postgres, and the objects every process builds on them."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ async def connect_nats(url: str, *, timeout: float, name: str = "nextra") -> Nat
         )
     except (TimeoutError, OSError, nats.errors.Error) as error:
         reason = str(error) or (last_error[0] if last_error else "timed out")
-        message = f"cannot reach NatsClient at {shown} within {timeout}s: {reason}"
+        message = f"cannot reach NATS at {shown} within {timeout}s: {reason}"
         raise ConfigurationError(message, where="NEXTRA_NATS_URL") from None
     last_error[:] = ["connected"]
 
@@ -81,7 +81,7 @@ async def connect_nats(url: str, *, timeout: float, name: str = "nextra") -> Nat
     if (version.major, version.minor, version.patch) < MIN_VERSION:
         await nc.close()
         message = (
-            f"NatsClient at {shown} is version {version.major}.{version.minor}."
+            f"NATS at {shown} is version {version.major}.{version.minor}."
             f"{version.patch}; Nextra needs 2.12 or newer (atomic batches)"
         )
         raise ConfigurationError(
@@ -91,7 +91,7 @@ async def connect_nats(url: str, *, timeout: float, name: str = "nextra") -> Nat
         await nc.jetstream().account_info()
     except Exception as error:  # noqa: BLE001 - any failure here means "no JetStream"
         await nc.close()
-        message = f"NatsClient at {shown} does not offer JetStream ({error}); start it with -js"
+        message = f"NATS at {shown} does not offer JetStream ({error}); start it with -js"
         raise ConfigurationError(message, where="NEXTRA_NATS_URL") from None
     return nc
 

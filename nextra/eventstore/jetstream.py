@@ -1,4 +1,4 @@
-"""The event store on NatsClient JetStream, through nats-py.
+"""The event store on NATS JetStream, through nats-py.
 
 Contracts kept here (tests in tests/eventstore pin each one):
 
@@ -53,6 +53,16 @@ _READ_BATCH = 1000
 
 _WRONG_LAST_SEQUENCE = 10071
 _BATCH_DUPLICATE = 10201
+# Refused before commit, so nothing was stored: the same batch may be sent again.
+_BATCH_RETRYABLE = frozenset(
+    {
+        10176,  # incomplete and abandoned (a message was lost, say to a reconnect)
+        10210,  # too many batches in flight on the stream
+    }
+)
+# The server holds at most 50 open batches per stream; stay below it from one
+# process so multi-event appends queue here instead of being refused.
+_BATCHES_IN_FLIGHT = 32
 
 
 class _ApiError(msgspec.Struct):
@@ -102,6 +112,7 @@ class JetStreamEventStore:
         self._stream = stream
         self._timeout = timeout
         self._retry_window = retry_window
+        self._batch_slots = asyncio.Semaphore(_BATCHES_IN_FLIGHT)
 
     @property
     def stream(self) -> str:
@@ -137,9 +148,10 @@ class JetStreamEventStore:
                         subject, messages[0], expected_version
                     )
                 else:
-                    result = await self._publish_batch(
-                        subject, messages, expected_version
-                    )
+                    async with self._batch_slots:
+                        result = await self._publish_batch(
+                            subject, messages, expected_version
+                        )
             except _Transient as error:
                 if loop.time() + delay >= deadline:
                     message = (
@@ -303,7 +315,7 @@ class JetStreamEventStore:
                 expected_version if expected_version is not None else 0,
                 int(actual) if actual.isdigit() else None,
             )
-        if error.code == 503:
+        if error.code == 503 or error.err_code in _BATCH_RETRYABLE:
             raise _Transient(error.description)
         message = (
             f"stream {self._stream} refused the append to {subject}: "
@@ -352,7 +364,7 @@ class JetStreamEventStore:
                 f"$JS.API.{call}", payload, timeout=self._timeout
             )
         except nats.errors.NoRespondersError as error:
-            message = "JetStream is not enabled or not ready on the NatsClient server"
+            message = "JetStream is not enabled or not ready on the NATS server"
             raise EventStoreUnavailable(message, where=call) from error
         except nats.errors.TimeoutError as error:
             message = f"JetStream did not answer {call} within {self._timeout}s"
@@ -458,14 +470,25 @@ class _Raw(msgspec.Struct):
 
     @classmethod
     def from_consumer(cls, msg: Msg) -> _Raw:
-        metadata = msg.metadata
         return cls(
             data=msg.data,
             headers=msg.headers or {},
             subject=msg.subject,
-            sequence=metadata.sequence.stream,
-            recorded_at=metadata.timestamp,
+            sequence=msg.metadata.sequence.stream,
+            recorded_at=_ack_time(msg.reply),
         )
+
+
+def _ack_time(reply: str) -> datetime:
+    # The ack subject carries the stored time in nanoseconds: token 7 of the
+    # 9-token form, token 9 of the 12-token form with domain and account. Read it
+    # here, truncated like a direct get's, so both paths give the same datetime
+    # (nats-py's metadata rounds to the nearest microsecond instead).
+    tokens = reply.split(".")
+    nanoseconds = int(tokens[7] if len(tokens) == 9 else tokens[9])
+    seconds, remainder = divmod(nanoseconds, 1_000_000_000)
+    moment = datetime.fromtimestamp(seconds, UTC)
+    return moment.replace(microsecond=remainder // 1000)
 
 
 def _parse_time(value: str) -> datetime:

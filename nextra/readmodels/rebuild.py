@@ -122,5 +122,10 @@ async def _apply(
     shadow: str,
     batch: Sequence[RecordedEvent],
 ) -> None:
-    mapped = await connection.execution_options(schema_translate_map={None: shadow})
-    await projection.apply(mapped, batch)
+    # execution_options changes the connection itself: undo it, or statements
+    # that follow in the same transaction would land in the shadow schema too.
+    await connection.execution_options(schema_translate_map={None: shadow})
+    try:
+        await projection.apply(connection, batch)
+    finally:
+        await connection.execution_options(schema_translate_map=None)

@@ -1,4 +1,4 @@
-"""Health, readiness and metrics over HTTP, against real NatsClient and Postgres."""
+"""Health, readiness and metrics over HTTP, against real NATS and Postgres."""
 
 from __future__ import annotations
 

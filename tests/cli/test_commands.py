@@ -53,7 +53,7 @@ def test_unreachable_nats_is_named(database_url: str) -> None:
         NEXTRA_DATABASE_URL=database_url,
     )
 
-    assert_clean_failure(result, f"cannot reach NatsClient at nats://127.0.0.1:{port}")
+    assert_clean_failure(result, f"cannot reach NATS at nats://127.0.0.1:{port}")
 
 
 def test_unreachable_postgres_is_named(nats_url: str, tmp_path: Path) -> None:
@@ -74,10 +74,10 @@ def _reachable(port: int) -> bool:
 
 
 @pytest.mark.skipif(
-    not _reachable(4222), reason="no NatsClient on 127.0.0.1:4222 to try"
+    not _reachable(4222), reason="no NATS on 127.0.0.1:4222 to try"
 )
 def test_nats_older_than_2_12_is_refused(database_url: str) -> None:
-    """This machine runs Debian's NatsClient 2.9 on 4222: Nextra must say it is too old."""
+    """This machine runs Debian's NATS 2.9 on 4222: Nextra must say it is too old."""
     result = nextra(
         "streams",
         "apply",
