@@ -91,7 +91,9 @@ async def connect_nats(url: str, *, timeout: float, name: str = "nextra") -> Nat
         await nc.jetstream().account_info()
     except Exception as error:  # noqa: BLE001 - any failure here means "no JetStream"
         await nc.close()
-        message = f"NATS at {shown} does not offer JetStream ({error}); start it with -js"
+        message = (
+            f"NATS at {shown} does not offer JetStream ({error}); start it with -js"
+        )
         raise ConfigurationError(message, where="NEXTRA_NATS_URL") from None
     return nc
 
@@ -160,10 +162,7 @@ class Platform:
         except (TimeoutError, NextraError, nats.errors.Error) as error:
             checks["streams"] = f"cannot check: {error or 'timed out'}"
         try:
-            assert self.settings.database_url is not None
-            current, head = await asyncio.wait_for(
-                migration_status(self.engine, self.settings.database_url), 2.0
-            )
+            current, head = await asyncio.wait_for(migration_status(self.engine), 2.0)
             checks["postgres"] = None
             checks["migrations"] = (
                 None

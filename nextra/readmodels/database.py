@@ -31,10 +31,11 @@ def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
     return create_async_engine(url, pool_size=pool_size, pool_pre_ping=True)
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str | None = None) -> Config:
     config = Config(str(project_root() / "migrations" / "alembic.ini"))
     config.set_main_option("script_location", str(project_root() / "migrations"))
-    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 
@@ -44,9 +45,9 @@ async def upgrade_database(url: str) -> None:
     await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
 
 
-async def migration_status(engine: AsyncEngine, url: str) -> tuple[str | None, str]:
+async def migration_status(engine: AsyncEngine) -> tuple[str | None, str]:
     """The database's current revision and the newest one in ``migrations/``."""
-    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head() or ""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head() or ""
     async with engine.connect() as connection:
         current = await connection.run_sync(
             lambda sync: MigrationContext.configure(sync).get_current_revision()
