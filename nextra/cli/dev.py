@@ -90,9 +90,10 @@ async def _ensure_demo_tenant(platform: Platform) -> None:
 
 
 def _shown(url: str | None) -> str:
-    # Never print a password, even a local one.
-    if not url or "@" not in url:
-        return url or ""
+    # A URL psql takes too, and never a password, even a local one.
+    url = (url or "").replace("postgresql+asyncpg://", "postgresql://", 1)
+    if "@" not in url:
+        return url
     scheme, _, rest = url.partition("://")
     credentials, _, location = rest.rpartition("@")
     return f"{scheme}://{credentials.split(':')[0]}@{location}"
