@@ -6,6 +6,8 @@ that filters, permissions and purges can address one tenant's events.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from nextra.events.envelope import AggregateRef
 from nextra.kernel.errors import ValidationError
 
@@ -26,6 +28,8 @@ def aggregate_subject(aggregate: AggregateRef) -> str:
     return f"{EVENTS_PREFIX}.{aggregate.tenant_id}.{aggregate.kind}.{aggregate.aggregate_id}"
 
 
+# Every event read parses its subject; aggregates repeat, so remember them.
+@lru_cache(maxsize=65_536)
 def parse_aggregate_subject(subject: str) -> AggregateRef:
     parts = subject.split(".")
     if len(parts) != 5 or ".".join(parts[:2]) != EVENTS_PREFIX:

@@ -1,0 +1,1 @@
+"""Benchmarks run by hand against real servers; see docs/performance.md."""
