@@ -73,9 +73,7 @@ def _reachable(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.mark.skipif(
-    not _reachable(4222), reason="no NATS on 127.0.0.1:4222 to try"
-)
+@pytest.mark.skipif(not _reachable(4222), reason="no NATS on 127.0.0.1:4222 to try")
 def test_nats_older_than_2_12_is_refused(database_url: str) -> None:
     """This machine runs Debian's NATS 2.9 on 4222: Nextra must say it is too old."""
     result = nextra(
