@@ -10,7 +10,7 @@ import msgspec
 from nextra.events.base import Event
 from nextra.events.envelope import AggregateRef, CommandContext, RecordedEvent
 
-__all__ = ("AppendResult", "EventStore")
+__all__ = ("AppendResult", "EventStore", "Write")
 
 
 class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -31,6 +31,18 @@ class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def version(self) -> int:
         return self.last_sequence
+
+
+class Write(msgspec.Struct, frozen=True):
+    """Events for one aggregate within an atomic append.
+
+    Attributes:
+        expected_version: As for :meth:`EventStore.append`.
+    """
+
+    aggregate: AggregateRef
+    events: Sequence[Event]
+    expected_version: int | None
 
 
 class EventStore(Protocol):
@@ -63,6 +75,16 @@ class EventStore(Protocol):
             EventStoreTimeout: No answer within the retry window; the outcome is
                 unknown, and repeating the call with the same command id is safe.
             EventStoreUnavailable: The store cannot be reached.
+        """
+        ...
+
+    async def append_atomic(
+        self, writes: Sequence[Write], *, context: CommandContext
+    ) -> list[AppendResult]:
+        """Append to several aggregates in one commit: all are stored, or none.
+
+        Raises:
+            ConcurrencyError: One aggregate moved past its expected version.
         """
         ...
 

@@ -29,7 +29,7 @@ from nextra.events.base import Event
 from nextra.events.envelope import AggregateRef, CommandContext, RecordedEvent
 from nextra.events.registry import EventRegistry
 from nextra.eventstore import headers as h
-from nextra.eventstore.base import AppendResult
+from nextra.eventstore.base import AppendResult, Write
 from nextra.eventstore.subjects import (
     ALL_EVENTS,
     aggregate_subject,
@@ -45,7 +45,7 @@ from nextra.kernel.errors import (
 )
 from nextra.kernel.ids import new_id
 
-__all__ = ("DEFAULT_STREAM", "MAX_EVENTS_PER_APPEND", "JetStreamEventStore")
+__all__ = ("DEFAULT_STREAM", "MAX_EVENTS_PER_APPEND", "JetStreamEventStore", "Write")
 
 DEFAULT_STREAM = "NX_EVENTS"
 MAX_EVENTS_PER_APPEND = 1000  # the server's atomic batch limit
@@ -84,6 +84,29 @@ class _Transient(Exception):
 
 
 _ack_decoder = msgspec.json.Decoder(_PubAck)
+
+
+class _Outgoing(msgspec.Struct, frozen=True):
+    subject: str
+    payload: bytes
+    headers: dict[str, str]
+    expect: int | None
+
+
+class _Outcome(msgspec.Struct, frozen=True):
+    last_sequence: int
+    duplicate: bool = False
+
+
+def _split(writes: Sequence[Write], last_sequence: int) -> list[AppendResult]:
+    # A batch's events get consecutive sequences ending at the commit's.
+    sequence = last_sequence - sum(len(write.events) for write in writes) + 1
+    results = []
+    for write in writes:
+        first = sequence
+        sequence += len(write.events)
+        results.append(AppendResult(first_sequence=first, last_sequence=sequence - 1))
+    return results
 
 
 class JetStreamEventStore:
@@ -126,65 +149,87 @@ class JetStreamEventStore:
         expected_version: int | None,
         context: CommandContext,
     ) -> AppendResult:
-        if not events:
-            message = f"append to {aggregate} needs at least one event"
-            raise ValidationError(message, expected=">= 1 event", got=0)
-        if len(events) > MAX_EVENTS_PER_APPEND:
-            message = f"append to {aggregate} has too many events for one commit"
-            raise ValidationError(
-                message, expected=f"<= {MAX_EVENTS_PER_APPEND}", got=len(events)
-            )
+        [result] = await self.append_atomic(
+            [Write(aggregate, events, expected_version)], context=context
+        )
+        return result
 
-        subject = aggregate_subject(aggregate)
-        messages = self._encode(aggregate, events, context)
+    async def append_atomic(
+        self, writes: Sequence[Write], *, context: CommandContext
+    ) -> list[AppendResult]:
+        """Append to several aggregates in one commit: all are stored, or none.
+
+        Each write carries its own expected version, checked at commit time. This
+        is how a decision that spans aggregates (a flow created against its
+        tenant's flow limit) stays consistent under concurrent commands.
+
+        Returns:
+            One result per write, in order.
+
+        Raises:
+            ConcurrencyError: One of the aggregates moved past its expected version.
+            EventStoreTimeout: As for :meth:`append`.
+        """
+        count = sum(len(write.events) for write in writes)
+        where = ", ".join(str(write.aggregate) for write in writes)
+        if not writes or any(not write.events for write in writes):
+            message = f"append to {where or 'nothing'} needs at least one event each"
+            raise ValidationError(message, expected=">= 1 event", got=0)
+        if count > MAX_EVENTS_PER_APPEND:
+            message = f"append to {where} has too many events for one commit"
+            raise ValidationError(
+                message, expected=f"<= {MAX_EVENTS_PER_APPEND}", got=count
+            )
+        if len({write.aggregate for write in writes}) != len(writes):
+            message = f"append names an aggregate twice: {where}"
+            raise ValidationError(message, where=where)
+
+        messages = self._encode(writes, context, single=count == 1)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._retry_window
         delay = 0.05
 
         while True:
+            outcome: _Outcome | None
             try:
-                if len(messages) == 1:
-                    result = await self._publish_one(
-                        subject, messages[0], expected_version
-                    )
+                if count == 1:
+                    outcome = await self._publish_one(messages[0])
                 else:
                     async with self._batch_slots:
-                        result = await self._publish_batch(
-                            subject, messages, expected_version
-                        )
+                        outcome = await self._publish_batch(messages)
             except _Transient as error:
                 if loop.time() + delay >= deadline:
                     message = (
-                        f"append to {aggregate} got no acknowledgement within "
+                        f"append to {where} got no acknowledgement within "
                         f"{self._retry_window:.0f}s; it may or may not be stored, and "
                         f"repeating command {context.command_id} is safe"
                     )
-                    raise EventStoreTimeout(message, where=str(aggregate)) from error
+                    raise EventStoreTimeout(message, where=where) from error
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
             except ConcurrencyError:
-                original = await self._find_command(
-                    aggregate, context.command_id, expected_version
-                )
+                original = await self._find_command(writes, context.command_id)
                 if original is None:
                     raise
                 return original
-            if result is None:
-                original = await self._find_command(aggregate, context.command_id, None)
+            if outcome is None or outcome.duplicate:
+                original = await self._find_command(writes, context.command_id)
                 if original is None:
                     message = (
                         f"the store reported command {context.command_id} as a "
-                        f"duplicate, but {aggregate} holds no event of it"
+                        f"duplicate, but {where} holds no event of it"
                     )
-                    raise EventStoreError(message, where=str(aggregate))
+                    raise EventStoreError(message, where=where)
                 return original
-            metrics.EVENTS_APPENDED.labels(kind=aggregate.kind).inc(len(events))
-            return result
+            for write in writes:
+                kind = write.aggregate.kind
+                metrics.EVENTS_APPENDED.labels(kind=kind).inc(len(write.events))
+            return _split(writes, outcome.last_sequence)
 
     def _encode(
-        self, aggregate: AggregateRef, events: Sequence[Event], context: CommandContext
-    ) -> list[tuple[bytes, dict[str, str]]]:
+        self, writes: Sequence[Write], context: CommandContext, *, single: bool
+    ) -> list[_Outgoing]:
         traceparent = context.traceparent
         if traceparent is None:
             carrier: dict[str, str] = {}
@@ -192,86 +237,79 @@ class JetStreamEventStore:
             traceparent = carrier.get(h.TRACEPARENT)
 
         # Ids are fixed here, once, so every retry sends the very same messages.
-        single = len(events) == 1
         messages = []
-        for index, event in enumerate(events):
-            headers = {
-                h.EVENT_TYPE: event.type_name,
-                h.SCHEMA_VERSION: str(event.schema_version),
-                h.EVENT_ID: new_id(),
-                h.TENANT: aggregate.tenant_id,
-                h.ACTOR: context.actor,
-                h.COMMAND_ID: context.command_id,
-                "Nats-Msg-Id": context.command_id
-                if single
-                else f"{context.command_id}:{index}",
-            }
-            if context.correlation_id:
-                headers[h.CORRELATION_ID] = context.correlation_id
-            if context.causation_id:
-                headers[h.CAUSATION_ID] = context.causation_id
-            if traceparent:
-                headers[h.TRACEPARENT] = traceparent
-            messages.append((self._registry.encode(event), headers))
+        index = 0
+        for write in writes:
+            subject = aggregate_subject(write.aggregate)
+            for position, event in enumerate(write.events):
+                headers = {
+                    h.EVENT_TYPE: event.type_name,
+                    h.SCHEMA_VERSION: str(event.schema_version),
+                    h.EVENT_ID: new_id(),
+                    h.TENANT: write.aggregate.tenant_id,
+                    h.ACTOR: context.actor,
+                    h.COMMAND_ID: context.command_id,
+                    "Nats-Msg-Id": context.command_id
+                    if single
+                    else f"{context.command_id}:{index}",
+                }
+                if context.correlation_id:
+                    headers[h.CORRELATION_ID] = context.correlation_id
+                if context.causation_id:
+                    headers[h.CAUSATION_ID] = context.causation_id
+                if traceparent:
+                    headers[h.TRACEPARENT] = traceparent
+                # The version check rides on an aggregate's first message only:
+                # the server checks it against the stream before the batch.
+                expect = write.expected_version if position == 0 else None
+                payload = self._registry.encode(event)
+                messages.append(_Outgoing(subject, payload, headers, expect))
+                index += 1
         return messages
 
-    async def _publish_one(
-        self,
-        subject: str,
-        message: tuple[bytes, dict[str, str]],
-        expected_version: int | None,
-    ) -> AppendResult | None:
-        payload, headers = message
-        if expected_version is not None:
+    async def _publish_one(self, message: _Outgoing) -> _Outcome:
+        headers = message.headers
+        if message.expect is not None:
             headers = {
                 **headers,
-                "Nats-Expected-Last-Subject-Sequence": str(expected_version),
+                "Nats-Expected-Last-Subject-Sequence": str(message.expect),
             }
-        ack = await self._request(subject, payload, headers)
-        self._raise_for(ack, subject, expected_version)
-        return AppendResult(
-            first_sequence=ack.seq, last_sequence=ack.seq, duplicate=ack.duplicate
-        )
+        ack = await self._request(message.subject, message.payload, headers)
+        self._raise_for(ack, [message])
+        return _Outcome(last_sequence=ack.seq, duplicate=ack.duplicate)
 
-    async def _publish_batch(
-        self,
-        subject: str,
-        messages: list[tuple[bytes, dict[str, str]]],
-        expected_version: int | None,
-    ) -> AppendResult | None:
+    async def _publish_batch(self, messages: list[_Outgoing]) -> _Outcome | None:
         # ADR-50: the first message is a request (empty reply when accepted), the
         # middle ones plain publishes, the last one commits and gets the PubAck.
         # A fresh batch id per attempt: an abandoned attempt cannot be resumed.
         batch_id = new_id()
         last = len(messages)
-        for number, (payload, headers) in enumerate(messages, start=1):
-            batch_headers = {
-                **headers,
+        for number, message in enumerate(messages, start=1):
+            headers = {
+                **message.headers,
                 "Nats-Batch-Id": batch_id,
                 "Nats-Batch-Sequence": str(number),
             }
-            if number == 1 and expected_version is not None:
-                batch_headers["Nats-Expected-Last-Subject-Sequence"] = str(
-                    expected_version
-                )
+            if message.expect is not None:
+                headers["Nats-Expected-Last-Subject-Sequence"] = str(message.expect)
             if number == last:
-                batch_headers["Nats-Batch-Commit"] = "1"
-                ack = await self._request(subject, payload, batch_headers)
+                headers["Nats-Batch-Commit"] = "1"
+                ack = await self._request(message.subject, message.payload, headers)
                 if ack.error is not None and ack.error.err_code == _BATCH_DUPLICATE:
                     return None
-                self._raise_for(ack, subject, expected_version)
-                return AppendResult(
-                    first_sequence=ack.seq - last + 1, last_sequence=ack.seq
-                )
+                self._raise_for(ack, messages)
+                return _Outcome(last_sequence=ack.seq)
             if number == 1:
                 ack = await self._request(
-                    subject, payload, batch_headers, empty_ok=True
+                    message.subject, message.payload, headers, empty_ok=True
                 )
-                self._raise_for(ack, subject, expected_version)
+                self._raise_for(ack, messages)
             else:
-                await self._nc.publish(subject, payload, headers=batch_headers)
-        msg = "unreachable: the loop returns on the last message"
-        raise AssertionError(msg)
+                await self._nc.publish(
+                    message.subject, message.payload, headers=headers
+                )
+        unreachable = "the loop returns on the last message"
+        raise AssertionError(unreachable)
 
     async def _request(
         self,
@@ -301,43 +339,53 @@ class JetStreamEventStore:
             raise _Transient(msg)
         return _ack_decoder.decode(reply.data)
 
-    def _raise_for(
-        self, ack: _PubAck, subject: str, expected_version: int | None
-    ) -> None:
+    def _raise_for(self, ack: _PubAck, messages: Sequence[_Outgoing]) -> None:
         if ack.error is None:
             return
         error = ack.error
         if error.err_code == _WRONG_LAST_SEQUENCE:
-            aggregate = parse_aggregate_subject(subject)
+            # The server names the sequence it found, not the subject; with one
+            # checked aggregate that is unambiguous.
+            checked = [m for m in messages if m.expect is not None]
             actual = error.description.rsplit(":", 1)[-1].strip()
-            raise ConcurrencyError(
-                str(aggregate),
-                expected_version if expected_version is not None else 0,
-                int(actual) if actual.isdigit() else None,
-            )
+            found = int(actual) if actual.isdigit() else None
+            if len(checked) == 1:
+                aggregate = str(parse_aggregate_subject(checked[0].subject))
+                raise ConcurrencyError(aggregate, checked[0].expect or 0, found)
+            names = ", ".join(str(parse_aggregate_subject(m.subject)) for m in checked)
+            aggregates = f"one of {names}"
+            raise ConcurrencyError(aggregates, 0, found)
         if error.code == 503 or error.err_code in _BATCH_RETRYABLE:
             raise _Transient(error.description)
         message = (
-            f"stream {self._stream} refused the append to {subject}: "
+            f"stream {self._stream} refused the append to {messages[0].subject}: "
             f"{error.description} (error {error.err_code})"
         )
         raise EventStoreError(message, got=error.err_code, where=self._stream)
 
     async def _find_command(
-        self, aggregate: AggregateRef, command_id: str, after: int | None
-    ) -> AppendResult | None:
-        sequences = [
-            recorded.sequence
-            async for recorded in self._read_raw(
-                aggregate_subject(aggregate), after or 0
+        self, writes: Sequence[Write], command_id: str
+    ) -> list[AppendResult] | None:
+        """The results of an earlier append of ``command_id``, if it was stored."""
+        results = []
+        for write in writes:
+            after = write.expected_version or 0
+            subject = aggregate_subject(write.aggregate)
+            sequences = [
+                raw.sequence
+                async for raw in self._read_raw(subject, after)
+                if raw.headers.get(h.COMMAND_ID) == command_id
+            ]
+            if not sequences:
+                return None
+            results.append(
+                AppendResult(
+                    first_sequence=sequences[0],
+                    last_sequence=sequences[-1],
+                    duplicate=True,
+                )
             )
-            if recorded.headers.get(h.COMMAND_ID) == command_id
-        ]
-        if not sequences:
-            return None
-        return AppendResult(
-            first_sequence=sequences[0], last_sequence=sequences[-1], duplicate=True
-        )
+        return results
 
     async def load(self, aggregate: AggregateRef) -> list[RecordedEvent]:
         subject = aggregate_subject(aggregate)

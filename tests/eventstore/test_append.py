@@ -8,6 +8,7 @@ import pytest
 
 from nextra.events.envelope import AggregateRef, CommandContext
 from nextra.events.tenants import TenantCreated, TenantRenamed, TenantTierChanged
+from nextra.eventstore.base import Write
 from nextra.eventstore.jetstream import MAX_EVENTS_PER_APPEND, JetStreamEventStore
 from nextra.kernel.errors import ConcurrencyError, ValidationError
 from nextra.kernel.ids import new_id
@@ -319,3 +320,80 @@ async def test_current_trace_context_rides_on_the_events(
     trace_id = format(span.get_span_context().trace_id, "032x")
     assert recorded.traceparent is not None
     assert recorded.traceparent.split("-")[1] == trace_id
+
+
+async def test_atomic_append_across_aggregates_commits_both(
+    store: JetStreamEventStore,
+) -> None:
+    first, second = tenant(), tenant()
+    context = CommandContext()
+
+    results = await store.append_atomic(
+        [
+            Write(first, [TenantCreated(name="A")], 0),
+            Write(second, [TenantCreated(name="B"), TenantRenamed(name="C")], 0),
+        ],
+        context=context,
+    )
+
+    assert [e.sequence for e in await store.load(first)] == [results[0].last_sequence]
+    loaded = await store.load(second)
+    assert [e.sequence for e in loaded] == [
+        results[1].first_sequence,
+        results[1].last_sequence,
+    ]
+    assert results[1].first_sequence == results[0].last_sequence + 1
+
+
+async def test_atomic_append_with_one_stale_aggregate_stores_nothing(
+    store: JetStreamEventStore,
+) -> None:
+    first, second = tenant(), tenant()
+    await store.append(
+        second, [TenantCreated(name="B")], expected_version=0, context=CommandContext()
+    )
+    before = await store.last_sequence()
+
+    with pytest.raises(ConcurrencyError):
+        await store.append_atomic(
+            [
+                Write(first, [TenantCreated(name="A")], 0),
+                Write(second, [TenantRenamed(name="C")], 0),
+            ],
+            context=CommandContext(),
+        )
+
+    assert await store.last_sequence() == before
+    assert await store.load(first) == []
+
+
+async def test_repeated_atomic_append_returns_the_original_results(
+    store: JetStreamEventStore,
+) -> None:
+    first, second = tenant(), tenant()
+    context = CommandContext()
+    writes = [
+        Write(first, [TenantCreated(name="A")], 0),
+        Write(second, [TenantCreated(name="B")], 0),
+    ]
+    original = await store.append_atomic(writes, context=context)
+
+    repeated = await store.append_atomic(writes, context=context)
+
+    assert [r.last_sequence for r in repeated] == [r.last_sequence for r in original]
+    assert all(r.duplicate for r in repeated)
+    assert len(await store.load(first)) == len(await store.load(second)) == 1
+
+
+async def test_atomic_append_refuses_the_same_aggregate_twice(
+    store: JetStreamEventStore,
+) -> None:
+    aggregate = tenant()
+    with pytest.raises(ValidationError, match="twice"):
+        await store.append_atomic(
+            [
+                Write(aggregate, [TenantCreated(name="A")], 0),
+                Write(aggregate, [TenantRenamed(name="B")], None),
+            ],
+            context=CommandContext(),
+        )
