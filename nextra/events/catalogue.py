@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+from nextra.events import flows, tenants
 from nextra.events.registry import EventRegistry
-from nextra.events.tenants import TenantCreated, TenantRenamed, TenantTierChanged
 
 __all__ = ("REGISTRY",)
 
-REGISTRY = EventRegistry([TenantCreated, TenantRenamed, TenantTierChanged])
+REGISTRY = EventRegistry(
+    [
+        tenants.TenantCreated,
+        tenants.TenantRenamed,
+        tenants.TenantTierChanged,
+        tenants.MemberAdded,
+        tenants.MemberRoleChanged,
+        tenants.MemberRemoved,
+        tenants.ApiKeyCreated,
+        tenants.ApiKeyRevoked,
+        tenants.FlowRegistered,
+        tenants.FlowReleased,
+        flows.FlowCreated,
+        flows.FlowRevised,
+        flows.FlowStarted,
+        flows.FlowStopped,
+        flows.FlowDeleted,
+    ]
+)

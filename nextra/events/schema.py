@@ -56,7 +56,7 @@ who reads them: Nextra's own projectors, and integrations subscribed over NATS.
 | `nx.ev.<tenant>.<kind>.<id>` | `NX_EVENTS` | every event of one aggregate, in order |
 
 - The tenant is always token 3, so `nx.ev.<tenant>.>` is everything of one tenant.
-- `<kind>` names the aggregate type (`tenant`, later `flow`, `module`, ...);
+- `<kind>` names the aggregate type (`tenant`, `flow`, later `module`, ...);
   `nx.ev.*.<kind>.*` is every aggregate of a kind.
 - An aggregate's *version* is the stream sequence of its last event. Writers
   append with `Nats-Expected-Last-Subject-Sequence` set to the version they read.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, ClassVar, Literal
 
 import msgspec
@@ -37,3 +38,69 @@ class TenantTierChanged(Event, frozen=True, kw_only=True):
     type_name: ClassVar[str] = "tenant.tier_changed"
 
     tier: Tier
+
+
+Role = Literal["owner", "admin", "member"]
+
+
+class MemberAdded(Event, frozen=True, kw_only=True):
+    """A person joined the tenant with a role."""
+
+    type_name: ClassVar[str] = "tenant.member_added"
+
+    user_id: str
+    role: Role
+    email: str = ""
+
+
+class MemberRoleChanged(Event, frozen=True, kw_only=True):
+    """A member's role changed."""
+
+    type_name: ClassVar[str] = "tenant.member_role_changed"
+
+    user_id: str
+    role: Role
+
+
+class MemberRemoved(Event, frozen=True, kw_only=True):
+    """A person left the tenant."""
+
+    type_name: ClassVar[str] = "tenant.member_removed"
+
+    user_id: str
+
+
+class ApiKeyCreated(Event, frozen=True, kw_only=True):
+    """An API key was issued; only its hash is kept, the secret was shown once."""
+
+    type_name: ClassVar[str] = "tenant.api_key_created"
+
+    key_id: str
+    name: str
+    key_hash: str
+    role: Role
+    expires_at: datetime | None = None
+
+
+class ApiKeyRevoked(Event, frozen=True, kw_only=True):
+    """An API key stopped working."""
+
+    type_name: ClassVar[str] = "tenant.api_key_revoked"
+
+    key_id: str
+
+
+class FlowRegistered(Event, frozen=True, kw_only=True):
+    """A flow of the tenant came into being; it counts against the tier's limit."""
+
+    type_name: ClassVar[str] = "tenant.flow_registered"
+
+    flow_id: str
+
+
+class FlowReleased(Event, frozen=True, kw_only=True):
+    """A flow of the tenant was deleted; its place under the limit is free again."""
+
+    type_name: ClassVar[str] = "tenant.flow_released"
+
+    flow_id: str

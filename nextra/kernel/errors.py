@@ -7,6 +7,8 @@
     ├── ValidationError           input that breaks a rule (expected, got, where)
     ├── NotFoundError             the named object does not exist (for this tenant)
     ├── ConflictError             the command does not fit the object's state
+    ├── PreconditionFailed        the caller's version of an object is stale
+    ├── LimitExceeded             the tenant's tier does not allow more
     ├── ConcurrencyError          an append's expected version was stale
     ├── EventStoreError           the event store failed or refused
     │   ├── EventStoreUnavailable the server could not be reached
@@ -31,8 +33,10 @@ __all__ = (
     "EventStoreError",
     "EventStoreTimeout",
     "EventStoreUnavailable",
+    "LimitExceeded",
     "NextraError",
     "NotFoundError",
+    "PreconditionFailed",
     "ProjectionError",
     "StreamConflict",
     "ValidationError",
@@ -85,6 +89,22 @@ class NotFoundError(NextraError):
 
 class ConflictError(NextraError):
     code = "conflict"
+
+
+class PreconditionFailed(NextraError):
+    """The caller changed an object from a version that is no longer current."""
+
+    code = "precondition-failed"
+
+
+class LimitExceeded(NextraError):
+    """The tenant's tier allows no more of something.
+
+    ``where`` names the limit (``tier.flows``), ``expected`` the limit and
+    ``got`` what the command would have made it.
+    """
+
+    code = "limit-exceeded"
 
 
 class ConcurrencyError(NextraError):
