@@ -1,0 +1,1 @@
+"""Flows: the organism.yaml document, its validation, and its canvas."""
