@@ -9,14 +9,17 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
 
+from nextra.auth.errors import AuthenticationError, AuthenticationUnavailable
 from nextra.kernel.errors import (
     ConcurrencyError,
     ConfigurationError,
     ConflictError,
     EventStoreTimeout,
     EventStoreUnavailable,
+    LimitExceeded,
     NextraError,
     NotFoundError,
+    PreconditionFailed,
     ProjectionError,
     ValidationError,
 )
@@ -28,6 +31,10 @@ MEDIA_TYPE = "application/problem+json"
 log = get_logger("nextra.api")
 
 _STATUS: list[tuple[type[NextraError], int]] = [
+    (AuthenticationError, 401),
+    (AuthenticationUnavailable, 503),
+    (LimitExceeded, 402),
+    (PreconditionFailed, 412),
     (ValidationError, 422),
     (NotFoundError, 404),
     (ConcurrencyError, 409),
