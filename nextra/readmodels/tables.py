@@ -6,9 +6,21 @@ these definitions agree, so a side-by-side rebuild creates the very same shape.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 
-__all__ = ("metadata", "projection_checkpoints", "tenants")
+__all__ = ("flow_revisions", "flows", "metadata", "projection_checkpoints", "tenants")
 
 metadata = MetaData(
     naming_convention={
@@ -38,4 +50,39 @@ tenants = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("version", BigInteger, nullable=False),
+)
+
+# Every row carries its tenant, and every query filters by it.
+flows = Table(
+    "flows",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("flow_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("organism_yaml", Text, nullable=False),
+    Column("canvas", JSONB, nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Index("ix_flows_tenant_name", "tenant_id", "name"),
+)
+
+flow_revisions = Table(
+    "flow_revisions",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("flow_id", String(64), primary_key=True),
+    Column("revision", Integer, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("organism_yaml", Text, nullable=False),
+    Column("canvas", JSONB, nullable=False),
+    Column("changes", JSONB, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("sequence", BigInteger, nullable=False),
 )

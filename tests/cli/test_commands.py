@@ -151,7 +151,9 @@ def test_tenant_created_shows_in_status_and_after_a_rebuild(
     assert created.returncode == 0, created.stderr
     assert "created tenant acme (Acme, pro)" in created.stdout
     assert status.returncode == 0, status.stderr
-    assert status.stdout.splitlines()[1].split() == ["tenants", "1", "0", "1", "1"]
+    rows = {line.split()[0]: line.split() for line in status.stdout.splitlines()[1:]}
+    assert rows["tenants"] == ["tenants", "1", "0", "1", "1"]
+    assert rows["flows"] == ["flows", "1", "0", "0", "0"]
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert "rebuilt tenants v1: 1 events" in rebuilt.stdout
     assert listed.stdout.split() == ["acme", "pro", "Acme"]

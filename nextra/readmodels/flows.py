@@ -1,0 +1,176 @@
+"""Flows as people list them, and every revision each one had."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from nextra.events.envelope import RecordedEvent
+from nextra.events.flows import (
+    FlowCreated,
+    FlowDeleted,
+    FlowRevised,
+    FlowStarted,
+    FlowStopped,
+)
+from nextra.readmodels.projection import Projection
+from nextra.readmodels.tables import flow_revisions, flows
+
+__all__ = (
+    "FlowRevision",
+    "FlowSummary",
+    "FlowsProjection",
+    "read_flow",
+    "read_flow_revision",
+    "read_flow_revisions",
+)
+
+
+class FlowSummary(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    flow_id: str
+    name: str
+    description: str
+    status: str
+    revision: int
+    organism_yaml: str
+    canvas: dict[str, Any]
+    deleted: bool
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class FlowRevision(msgspec.Struct, frozen=True, kw_only=True):
+    tenant_id: str
+    flow_id: str
+    revision: int
+    name: str
+    description: str
+    organism_yaml: str
+    canvas: dict[str, Any]
+    changes: list[str]
+    actor: str
+    recorded_at: datetime
+    sequence: int
+
+
+class FlowsProjection(Projection):
+    tables = (flows, flow_revisions)
+
+    async def apply(
+        self, connection: AsyncConnection, events: Sequence[RecordedEvent]
+    ) -> None:
+        # Events of one flow are few and arrive in order; apply them one by one.
+        for recorded in events:
+            event = recorded.event
+            key = {
+                "tenant_id": recorded.aggregate.tenant_id,
+                "flow_id": recorded.aggregate.aggregate_id,
+            }
+            stamp = {"updated_at": recorded.recorded_at, "version": recorded.sequence}
+            if isinstance(event, FlowCreated | FlowRevised):
+                revision = event.revision if isinstance(event, FlowRevised) else 1
+                content = {
+                    "name": event.name,
+                    "description": event.description,
+                    "organism_yaml": event.organism_yaml,
+                    "canvas": event.canvas,
+                }
+                changes = event.changes if isinstance(event, FlowRevised) else []
+                await connection.execute(
+                    insert(flow_revisions)
+                    .values(
+                        **key,
+                        **content,
+                        revision=revision,
+                        changes=changes,
+                        actor=recorded.actor,
+                        recorded_at=recorded.recorded_at,
+                        sequence=recorded.sequence,
+                    )
+                    .on_conflict_do_nothing()
+                )
+                if isinstance(event, FlowCreated):
+                    await connection.execute(
+                        insert(flows)
+                        .values(
+                            **key,
+                            **content,
+                            **stamp,
+                            status="stopped",
+                            revision=1,
+                            deleted=False,
+                            created_at=recorded.recorded_at,
+                        )
+                        .on_conflict_do_nothing()
+                    )
+                    continue
+                changed: dict[str, Any] = {**content, "revision": revision}
+            elif isinstance(event, FlowStarted):
+                changed = {"status": "running"}
+            elif isinstance(event, FlowStopped):
+                changed = {"status": "stopped"}
+            elif isinstance(event, FlowDeleted):
+                changed = {"deleted": True, "status": "stopped"}
+            else:
+                continue
+            await connection.execute(
+                update(flows)
+                .where(
+                    flows.c.tenant_id == key["tenant_id"],
+                    flows.c.flow_id == key["flow_id"],
+                )
+                .values(**changed, **stamp)
+            )
+
+
+async def read_flow(
+    connection: AsyncConnection, tenant_id: str, flow_id: str
+) -> FlowSummary | None:
+    """One flow of one tenant; ``None`` when it does not exist or was deleted."""
+    row = (
+        await connection.execute(
+            select(flows).where(
+                flows.c.tenant_id == tenant_id,
+                flows.c.flow_id == flow_id,
+                flows.c.deleted.is_(False),
+            )
+        )
+    ).first()
+    return FlowSummary(**row._mapping) if row else None
+
+
+async def read_flow_revisions(
+    connection: AsyncConnection, tenant_id: str, flow_id: str
+) -> list[FlowRevision]:
+    rows = await connection.execute(
+        select(flow_revisions)
+        .where(
+            flow_revisions.c.tenant_id == tenant_id,
+            flow_revisions.c.flow_id == flow_id,
+        )
+        .order_by(flow_revisions.c.revision)
+    )
+    return [FlowRevision(**row._mapping) for row in rows]
+
+
+async def read_flow_revision(
+    connection: AsyncConnection, tenant_id: str, flow_id: str, revision: int
+) -> FlowRevision | None:
+    row = (
+        await connection.execute(
+            select(flow_revisions).where(
+                flow_revisions.c.tenant_id == tenant_id,
+                flow_revisions.c.flow_id == flow_id,
+                flow_revisions.c.revision == revision,
+            )
+        )
+    ).first()
+    return FlowRevision(**row._mapping) if row else None
