@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from nextra.app.flows import FlowCommands
 from nextra.app.tenants import TenantCommands
-from nextra.eventstore.jetstream import JetStreamEventStore
 from nextra.events.envelope import CommandContext
+from nextra.eventstore.jetstream import JetStreamEventStore
 from nextra.kernel.ids import new_id
 from nextra.readmodels.checkpoints import wait_projected
 from nextra.readmodels.flows import read_flow, read_flow_revision, read_flow_revisions
