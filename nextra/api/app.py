@@ -8,8 +8,11 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 import nextra
+from nextra.api.access import AccessController
 from nextra.api.context import ApiContext
+from nextra.api.flows import FlowsController
 from nextra.api.health import health, metrics_text, ready
+from nextra.api.identity import provide_principal
 from nextra.api.observability import observe_requests
 from nextra.api.problems import EXCEPTION_HANDLERS
 
@@ -25,8 +28,11 @@ def create_app(context: ApiContext) -> Litestar:
         return context
 
     config = AppConfig(
-        route_handlers=[health, ready, metrics_text],
-        dependencies={"context": Provide(provide_context, sync_to_thread=False)},
+        route_handlers=[health, ready, metrics_text, FlowsController, AccessController],
+        dependencies={
+            "context": Provide(provide_context, sync_to_thread=False),
+            "principal": Provide(provide_principal),
+        },
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[observe_requests],
         request_max_body_size=MAX_BODY_BYTES,

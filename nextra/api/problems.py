@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
 
+from nextra.api.identity import Forbidden
 from nextra.auth.errors import AuthenticationError, AuthenticationUnavailable
+from nextra.domain.flows.validate import FlowInvalid
 from nextra.kernel.errors import (
     ConcurrencyError,
     ConfigurationError,
@@ -33,6 +36,7 @@ log = get_logger("nextra.api")
 _STATUS: list[tuple[type[NextraError], int]] = [
     (AuthenticationError, 401),
     (AuthenticationUnavailable, 503),
+    (Forbidden, 403),
     (LimitExceeded, 402),
     (PreconditionFailed, 412),
     (ValidationError, 422),
@@ -70,14 +74,24 @@ def _nextra_error(request: Request[Any, Any, Any], error: NextraError) -> Respon
     status = next((code for cls, code in _STATUS if isinstance(error, cls)), 500)
     if status >= 500:
         log.warning("api.request_failed", error=error.message, code=error.code)
-    return problem(
+    extensions: dict[str, Any] = error.fields()
+    if isinstance(error, FlowInvalid):
+        # Every error with its line, column, listener and field, and the
+        # warnings, so an editor can mark them all at once.
+        extensions["errors"] = msgspec.to_builtins(error.report.errors)
+        extensions["warnings"] = msgspec.to_builtins(error.report.warnings)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    response = problem(
         request,
         status=status,
         code=error.code,
         title=error.code.replace("-", " ").capitalize(),
         detail=error.message,
-        **error.fields(),
+        **extensions,
     )
+    if headers:
+        response.headers.update(headers)
+    return response
 
 
 def _http_error(request: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from nextra.domain import tenants as domain
 from nextra.events.envelope import AggregateRef, CommandContext
-from nextra.events.tenants import Tier
+from nextra.events.tenants import Role, Tier
 from nextra.eventstore.base import AppendResult, EventStore
 from nextra.kernel.errors import ConcurrencyError
 
@@ -24,9 +26,73 @@ class TenantCommands:
         self._store = store
 
     async def create(
-        self, tenant_id: str, name: str, *, tier: Tier = "free", context: CommandContext
+        self,
+        tenant_id: str,
+        name: str,
+        *,
+        tier: Tier = "free",
+        owner: str | None = None,
+        context: CommandContext,
     ) -> AppendResult | None:
-        command = domain.CreateTenant(tenant_id=tenant_id, name=name, tier=tier)
+        command = domain.CreateTenant(
+            tenant_id=tenant_id, name=name, tier=tier, owner=owner
+        )
+        return await self._handle(tenant_id, command, context)
+
+    async def add_member(
+        self,
+        tenant_id: str,
+        user_id: str,
+        *,
+        role: Role = "member",
+        email: str = "",
+        context: CommandContext,
+    ) -> AppendResult | None:
+        command = domain.AddMember(
+            tenant_id=tenant_id, user_id=user_id, role=role, email=email
+        )
+        return await self._handle(tenant_id, command, context)
+
+    async def change_member_role(
+        self, tenant_id: str, user_id: str, role: Role, *, context: CommandContext
+    ) -> AppendResult | None:
+        command = domain.ChangeMemberRole(
+            tenant_id=tenant_id, user_id=user_id, role=role
+        )
+        return await self._handle(tenant_id, command, context)
+
+    async def remove_member(
+        self, tenant_id: str, user_id: str, *, context: CommandContext
+    ) -> AppendResult | None:
+        command = domain.RemoveMember(tenant_id=tenant_id, user_id=user_id)
+        return await self._handle(tenant_id, command, context)
+
+    async def create_api_key(
+        self,
+        tenant_id: str,
+        *,
+        key_id: str,
+        key_hash: str,
+        name: str,
+        role: Role = "member",
+        expires_at: datetime | None = None,
+        context: CommandContext,
+    ) -> AppendResult | None:
+        """Record an API key by its public id and hash; the secret is never seen."""
+        command = domain.CreateApiKey(
+            tenant_id=tenant_id,
+            key_id=key_id,
+            name=name,
+            key_hash=key_hash,
+            role=role,
+            expires_at=expires_at,
+        )
+        return await self._handle(tenant_id, command, context)
+
+    async def revoke_api_key(
+        self, tenant_id: str, key_id: str, *, context: CommandContext
+    ) -> AppendResult | None:
+        command = domain.RevokeApiKey(tenant_id=tenant_id, key_id=key_id)
         return await self._handle(tenant_id, command, context)
 
     async def rename(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import nats
@@ -12,7 +13,10 @@ from nats.aio.client import Client as NatsClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from nextra.api.context import ApiContext
+from nextra.app.flows import FlowCommands
+from nextra.app.tenants import TenantCommands
 from nextra.devstack.nats import MIN_VERSION
+from nextra.domain.flows import HandlerPolicy, validate_organism
 from nextra.events.catalogue import REGISTRY
 from nextra.eventstore.jetstream import DEFAULT_STREAM, JetStreamEventStore
 from nextra.eventstore.topology import (
@@ -203,6 +207,18 @@ class Platform:
             metrics.PROJECTION_LAG.labels(projection=name).set(lag["lag"])
 
     def api_context(self) -> ApiContext:
+        validate = partial(validate_organism, policy=self.handler_policy())
         return ApiContext(
-            readiness=self.readiness, refresh_metrics=self.refresh_metrics
+            readiness=self.readiness,
+            refresh_metrics=self.refresh_metrics,
+            engine=self.engine,
+            flows=FlowCommands(self.store, validate),
+            tenants=TenantCommands(self.store),
+            read_your_writes_timeout=self.settings.read_your_writes_timeout,
+        )
+
+    def handler_policy(self) -> HandlerPolicy:
+        """Which handlers flows may name here: Python only under trusted prefixes."""
+        return HandlerPolicy(
+            trusted_python_prefixes=self.settings.trusted_handler_modules
         )

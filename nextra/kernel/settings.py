@@ -56,6 +56,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     read_your_writes_timeout: PositiveFloat = 5.0
     """Longest a query waits for a projection to pass a sequence it was given."""
     service_name: str = "nextra"
+    trusted_handler_modules: tuple[str, ...] = ()
+    """Python module prefixes whose handlers flows may name (self-hosting only);
+    comma-separated in the environment. The hosted default trusts none."""
 
     def __post_init__(self) -> None:
         if self.nats_url is not None:
@@ -126,6 +129,11 @@ def load_settings(
         field = name.removeprefix(ENV_PREFIX).lower()
         if field in known and value != "":
             raw[field] = value
+    trusted = raw.get("trusted_handler_modules")
+    if isinstance(trusted, str):
+        raw["trusted_handler_modules"] = [
+            prefix.strip() for prefix in trusted.split(",") if prefix.strip()
+        ]
     raw.update({key: value for key, value in overrides.items() if value is not None})
 
     try:

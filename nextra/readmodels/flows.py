@@ -29,6 +29,7 @@ __all__ = (
     "read_flow",
     "read_flow_revision",
     "read_flow_revisions",
+    "read_flows",
 )
 
 
@@ -174,3 +175,35 @@ async def read_flow_revision(
         )
     ).first()
     return FlowRevision(**row._mapping) if row else None
+
+
+async def read_flows(
+    connection: AsyncConnection,
+    tenant_id: str,
+    *,
+    status: str | None = None,
+    name: str | None = None,
+    before: str | None = None,
+    limit: int = 50,
+) -> list[FlowSummary]:
+    """A tenant's live flows, newest first (flow ids sort by creation time).
+
+    Args:
+        name: Keep flows whose name contains this, ignoring case.
+        before: A cursor: only flows older than this flow id.
+    """
+    query = (
+        select(flows)
+        .where(flows.c.tenant_id == tenant_id, flows.c.deleted.is_(False))
+        .order_by(flows.c.flow_id.desc())
+        .limit(limit)
+    )
+    if status is not None:
+        query = query.where(flows.c.status == status)
+    if name:
+        escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(flows.c.name.ilike(f"%{escaped}%", escape="\\"))
+    if before is not None:
+        query = query.where(flows.c.flow_id < before)
+    rows = await connection.execute(query)
+    return [FlowSummary(**row._mapping) for row in rows]

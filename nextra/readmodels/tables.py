@@ -20,7 +20,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-__all__ = ("flow_revisions", "flows", "metadata", "projection_checkpoints", "tenants")
+__all__ = (
+    "api_keys",
+    "flow_revisions",
+    "flows",
+    "metadata",
+    "projection_checkpoints",
+    "tenant_members",
+    "tenants",
+)
 
 metadata = MetaData(
     naming_convention={
@@ -85,4 +93,30 @@ flow_revisions = Table(
     Column("actor", String(200), nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
     Column("sequence", BigInteger, nullable=False),
+)
+
+tenant_members = Table(
+    "tenant_members",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("user_id", String(200), primary_key=True),
+    Column("role", String(20), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("added_at", DateTime(timezone=True), nullable=False),
+)
+
+# Only what lets a key be checked and listed: never the secret itself.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("key_hash", String(128), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Index("ix_api_keys_tenant", "tenant_id"),
 )

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import pytest
 
-from nextra.app.flows import FlowCommands, FlowInvalid
+from nextra.app.flows import FlowCommands
 from nextra.app.tenants import TenantCommands
+from nextra.domain.flows import HOSTED, FlowInvalid, ValidationReport, validate_organism
 from nextra.events.envelope import AggregateRef, CommandContext
 from nextra.events.flows import FlowCreated, FlowDeleted, FlowRevised, FlowStarted
 from nextra.events.tenants import Tier
@@ -17,19 +16,20 @@ from nextra.eventstore.jetstream import JetStreamEventStore
 from nextra.kernel.errors import LimitExceeded, NotFoundError, PreconditionFailed
 from nextra.kernel.ids import new_id
 
-YAML = "organism:\n  name: demo\nlisteners: []\n"
+YAML = """\
+organism:
+  name: demo
+listeners:
+  - name: greeter
+    description: Greets people
+    handler: builtin:llm
+    payload_class: TextInput
+    prompt: Say hello.
+"""
 
 
-@dataclass
-class Verdict:
-    """A stand-in validator: any YAML mentioning BROKEN has one error."""
-
-    errors: Sequence[str] = ()
-    warnings: Sequence[str] = field(default_factory=lambda: ["a warning"])
-
-
-def validate(text: str) -> Verdict:
-    return Verdict(errors=["line 1: broken"] if "BROKEN" in text else ())
+def validate(text: str) -> ValidationReport:
+    return validate_organism(text, policy=HOSTED)
 
 
 async def tenant_on(store: JetStreamEventStore, tier: Tier) -> str:
@@ -55,9 +55,10 @@ async def test_created_flow_is_revision_one_with_its_yaml(
     )
 
     [created] = await store.load(AggregateRef(tenant_id, "flow", saved.flow_id))
-    assert created.event == FlowCreated(name="Demo", organism_yaml=YAML)
+    assert isinstance(created.event, FlowCreated)
+    assert created.event.organism_yaml == YAML
     assert saved.revision == 1
-    assert saved.warnings == ["a warning"]
+    assert [node["id"] for node in saved.canvas["nodes"]][-1] == "greeter"
 
 
 async def test_invalid_yaml_is_refused_and_nothing_is_stored(
@@ -68,10 +69,14 @@ async def test_invalid_yaml_is_refused_and_nothing_is_stored(
 
     with pytest.raises(FlowInvalid) as caught:
         await commands.create(
-            tenant_id, name="X", organism_yaml="BROKEN", context=CommandContext()
+            tenant_id,
+            name="X",
+            organism_yaml=YAML.replace("builtin:llm", "builtin:nope"),
+            context=CommandContext(),
         )
 
-    assert caught.value.issues == ["line 1: broken"]
+    [error] = caught.value.report.errors
+    assert (error.line, error.listener) == (6, "greeter")
     assert await store.last_sequence() == before
 
 
@@ -133,8 +138,7 @@ async def test_stale_revision_is_refused_with_the_current_one(
         saved.flow_id,
         expected_revision=1,
         name="Demo",
-        organism_yaml=YAML + "# edited\n",
-        changes=["comment added"],
+        organism_yaml=YAML.replace("Say hello.", "Say hi."),
         context=CommandContext(),
     )
 
@@ -153,7 +157,7 @@ async def test_stale_revision_is_refused_with_the_current_one(
     history = await store.load(AggregateRef(tenant_id, "flow", saved.flow_id))
     revised = history[-1].event
     assert isinstance(revised, FlowRevised)
-    assert revised.changes == ["comment added"]
+    assert revised.changes == ["listener greeter changed: prompt"]
 
 
 async def test_saving_an_unchanged_revision_records_nothing(
@@ -227,3 +231,56 @@ async def test_other_tenants_flows_are_not_found(
         await commands.start(stranger, saved.flow_id, context=CommandContext())
     with pytest.raises(NotFoundError):
         await commands.delete(stranger, saved.flow_id, context=CommandContext())
+
+
+async def test_moving_a_node_on_the_canvas_keeps_the_yaml_text(
+    store: JetStreamEventStore, commands: FlowCommands
+) -> None:
+    tenant_id = await tenant_on(store, "pro")
+    saved = await commands.create(
+        tenant_id, name="Demo", organism_yaml=YAML, context=CommandContext()
+    )
+    canvas = saved.canvas
+    for node in canvas["nodes"]:
+        if node["id"] == "greeter":
+            node["position"] = {"x": 480.0, "y": 120.0}
+
+    moved = await commands.revise(
+        tenant_id,
+        saved.flow_id,
+        expected_revision=1,
+        name="Demo",
+        canvas=canvas,
+        context=CommandContext(),
+    )
+    edited = await commands.revise(
+        tenant_id,
+        saved.flow_id,
+        expected_revision=2,
+        name="Demo",
+        organism_yaml=YAML.replace("Greets people", "Greets everyone"),
+        context=CommandContext(),
+    )
+
+    assert moved.revision == 2 and moved.organism_yaml == YAML
+    positions = {n["id"]: n["position"] for n in edited.canvas["nodes"]}
+    assert positions["greeter"] == {"x": 480.0, "y": 120.0}
+    assert "Greets everyone" in edited.organism_yaml
+
+
+async def test_a_flow_can_be_created_from_a_canvas_alone(
+    store: JetStreamEventStore, commands: FlowCommands
+) -> None:
+    tenant_id = await tenant_on(store, "pro")
+    drawn = await commands.create(
+        tenant_id, name="Drawn", organism_yaml=YAML, context=CommandContext()
+    )
+
+    copy = await commands.create(
+        tenant_id, name="My copy!", canvas=drawn.canvas, context=CommandContext()
+    )
+
+    assert "name: My-copy" in copy.organism_yaml
+    report = validate(copy.organism_yaml)
+    assert report.errors == ()
+    assert [listener.name for listener in report.organism.listeners] == ["greeter"]  # type: ignore[union-attr]

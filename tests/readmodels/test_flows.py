@@ -34,7 +34,6 @@ async def test_flows_and_revisions_are_projected_per_tenant(
         tenant_id,
         name="Demo",
         organism_yaml=YAML,
-        canvas={"positions": {"a": [1, 2]}},
         context=CommandContext(actor="user:u1"),
     )
     await commands.revise(
@@ -42,8 +41,7 @@ async def test_flows_and_revisions_are_projected_per_tenant(
         saved.flow_id,
         expected_revision=1,
         name="Demo 2",
-        organism_yaml=YAML + "# two\n",
-        changes=["comment"],
+        organism_yaml=YAML.replace("Say hello.", "Say hi."),
         context=CommandContext(actor="user:u2"),
     )
     started = await commands.start(tenant_id, saved.flow_id, context=CommandContext())
@@ -75,7 +73,8 @@ async def test_flows_and_revisions_are_projected_per_tenant(
     assert (flow.name, flow.revision, flow.status) == ("Demo 2", 2, "running")
     assert [r.revision for r in revisions] == [1, 2]
     assert [r.actor for r in revisions] == ["user:u1", "user:u2"]
-    assert revisions[1].changes == ["comment"]
-    assert first is not None and first.canvas == {"positions": {"a": [1, 2]}}
+    assert revisions[1].changes == ["listener greeter changed: prompt"]
+    assert first is not None
+    assert [node["id"] for node in first.canvas["nodes"]] == ["trigger", "greeter"]
     assert gone is None
     assert foreign is None and foreign_revisions == []

@@ -1,0 +1,101 @@
+"""Who is calling: every /api request resolves to one principal of one tenant."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from litestar import Request
+from litestar.di import NamedDependency
+
+from nextra.api.context import ApiContext
+from nextra.auth.api_keys import parse_api_key, verify_api_key
+from nextra.auth.errors import AuthenticationError
+from nextra.auth.jwt import JwksVerifier
+from nextra.kernel.errors import NextraError
+from nextra.readmodels.access import read_api_key, read_member
+
+__all__ = ("Forbidden", "Principal", "provide_principal")
+
+
+class Principal(msgspec.Struct, frozen=True, kw_only=True):
+    """The caller of one request.
+
+    Attributes:
+        actor: How events record the caller: ``user:<id>`` or ``api-key:<id>``.
+    """
+
+    tenant_id: str
+    actor: str
+    role: str
+
+
+class Forbidden(NextraError):
+    """Authenticated, but not allowed to act for this tenant."""
+
+    code = "forbidden"
+
+
+def _bearer(request: Request[Any, Any, Any]) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        message = "send an API key or a session token as 'Authorization: Bearer ...'"
+        raise AuthenticationError(message, reason="missing-header")
+    return token.strip()
+
+
+async def provide_principal(
+    request: Request[Any, Any, Any], context: NamedDependency[ApiContext]
+) -> Principal:
+    """Authenticate the request and scope it to one tenant.
+
+    Raises:
+        AuthenticationError: No credentials, or credentials that do not verify.
+        Forbidden: A valid session of a user who is not a member of its tenant.
+    """
+    token = _bearer(request)
+    if token.startswith("nx_"):
+        return await _from_api_key(token, context)
+    if context.sessions is None:
+        message = "this deployment accepts API keys only"
+        raise AuthenticationError(message, reason="malformed")
+    return await _from_session(token, context.sessions, context)
+
+
+async def _from_api_key(token: str, context: ApiContext) -> Principal:
+    parsed = parse_api_key(token)
+    async with context.engine.connect() as connection:
+        key = await read_api_key(connection, parsed.prefix)
+
+    # One answer for every failure, so that keys cannot be probed.
+    refused = AuthenticationError(
+        "the API key is not valid", reason="bad-signature", where="authorization"
+    )
+    if key is None or not verify_api_key(parsed.secret, key.key_hash):
+        raise refused
+    if key.revoked_at is not None:
+        raise refused
+    if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
+        message = "the API key has expired"
+        raise AuthenticationError(message, reason="expired", where="authorization")
+    return Principal(
+        tenant_id=key.tenant_id, actor=f"api-key:{key.key_id}", role=key.role
+    )
+
+
+async def _from_session(
+    token: str, sessions: JwksVerifier, context: ApiContext
+) -> Principal:
+    claims = await sessions.verify(token)
+    # A Clerk organisation is a tenant; a user without one works in their own.
+    tenant_id = claims.org_id or claims.subject
+    async with context.engine.connect() as connection:
+        member = await read_member(connection, tenant_id, claims.subject)
+    if member is None:
+        message = f"user {claims.subject} is not a member of tenant {tenant_id}"
+        raise Forbidden(message, where="tenant")
+    return Principal(
+        tenant_id=tenant_id, actor=f"user:{claims.subject}", role=member.role
+    )
