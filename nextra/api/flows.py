@@ -16,7 +16,7 @@ from nextra.api.identity import Principal
 from nextra.app.flows import FlowSaved
 from nextra.domain.flows.model import Issue
 from nextra.events.envelope import CommandContext
-from nextra.kernel.errors import NotFoundError, PreconditionFailed
+from nextra.kernel.errors import NextraError, NotFoundError, PreconditionFailed
 from nextra.readmodels.flows import (
     FlowRevision,
     FlowSummary,
@@ -26,7 +26,7 @@ from nextra.readmodels.flows import (
     read_flows,
 )
 
-__all__ = ("FlowsController",)
+__all__ = ("FlowsController", "PreconditionRequired")
 
 FlowName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
@@ -90,11 +90,17 @@ def _etag(flow_id: str, revision: int) -> str:
     return f'"{flow_id}.r{revision}"'
 
 
+class PreconditionRequired(NextraError):
+    """An update came without If-Match: it could overwrite someone's edit."""
+
+    code = "precondition-required"
+
+
 def _revision_from(if_match: str | None, flow_id: str) -> int | None:
     """The revision an If-Match names; ``None`` for ``*``."""
     if if_match is None:
         message = "send If-Match with the ETag of the revision you edited"
-        raise PreconditionFailed(message, expected="If-Match", where="If-Match")
+        raise PreconditionRequired(message, expected="If-Match", where="If-Match")
     value = if_match.strip().removeprefix("W/")
     if value == "*":
         return None

@@ -10,6 +10,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
 
+from nextra.api.flows import PreconditionRequired
 from nextra.api.identity import Forbidden
 from nextra.auth.errors import AuthenticationError, AuthenticationUnavailable
 from nextra.domain.flows.validate import FlowInvalid
@@ -37,6 +38,7 @@ _STATUS: list[tuple[type[NextraError], int]] = [
     (AuthenticationError, 401),
     (AuthenticationUnavailable, 503),
     (Forbidden, 403),
+    (PreconditionRequired, 428),
     (LimitExceeded, 402),
     (PreconditionFailed, 412),
     (ValidationError, 422),

@@ -1,0 +1,82 @@
+"""A running platform for API tests: real NATS, Postgres, projector and HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from nextra.api import create_app
+from nextra.auth.api_keys import generate_api_key
+from nextra.cli.platform import Platform
+from nextra.events.envelope import CommandContext
+from nextra.events.tenants import Tier
+from nextra.kernel.ids import new_id
+from nextra.kernel.settings import load_settings
+from nextra.readmodels.checkpoints import wait_projected
+from nextra.runtime.projector import run_projector
+from tests.support.http import serve
+
+
+@dataclass
+class Caller:
+    """One tenant's API key, ready to use."""
+
+    tenant_id: str
+    headers: dict[str, str]
+
+
+@dataclass
+class Running:
+    platform: Platform
+    http: httpx.AsyncClient
+
+    async def tenant(self, tier: Tier = "pro") -> Caller:
+        """A new tenant with an owner API key, usable once projected."""
+        tenant_id = new_id()
+        commands = self.platform.api_context().tenants
+        await commands.create(tenant_id, "Tenant", tier=tier, context=CommandContext())
+        key = generate_api_key()
+        result = await commands.create_api_key(
+            tenant_id,
+            key_id=key.prefix,
+            key_hash=key.hash,
+            name="tests",
+            role="owner",
+            context=CommandContext(),
+        )
+        assert result is not None
+        await wait_projected(
+            self.platform.engine, "access", result.last_sequence, timeout=10
+        )
+        return Caller(tenant_id, {"Authorization": f"Bearer {key.secret}"})
+
+
+@pytest.fixture
+async def running(
+    nats_url: str, database_url: str, events_stream: str
+) -> AsyncIterator[Running]:
+    settings = load_settings(
+        {}, nats_url=nats_url, database_url=database_url, read_your_writes_timeout=10
+    )
+    platform = await Platform.connect(settings)
+    stopping = asyncio.Event()
+    projector = asyncio.create_task(
+        run_projector(
+            platform.projections,
+            nc=platform.nc,
+            store=platform.store,
+            engine=platform.engine,
+            stopping=stopping,
+        )
+    )
+    try:
+        async with serve(create_app(platform.api_context())) as http:
+            yield Running(platform, http)
+    finally:
+        stopping.set()
+        await asyncio.wait_for(projector, 10)
+        await platform.close()
