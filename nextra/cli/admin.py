@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from nextra.app.tenants import TenantCommands
+from nextra.auth.api_keys import generate_api_key
 from nextra.cli.platform import Platform
 from nextra.cli.processes import (
     check_port_free,
@@ -14,6 +15,7 @@ from nextra.cli.processes import (
     run_projector_process,
     stop_on_signals,
 )
+from nextra.domain.flows import HandlerPolicy, format_report, validate_organism
 from nextra.events.catalogue import REGISTRY
 from nextra.events.envelope import CommandContext
 from nextra.events.schema import render_event_docs, schema_files
@@ -30,6 +32,8 @@ from nextra.readmodels.tenants import read_tenants
 __all__ = (
     "db_upgrade",
     "events_docs",
+    "flows_validate",
+    "issue_owner_key",
     "projections_rebuild",
     "projections_status",
     "serve_api",
@@ -141,14 +145,52 @@ async def tenants_create(
     platform = await Platform.connect(settings, name="nextra-tenants")
     try:
         tenant_id = tenant_id or new_id()
-        result = await TenantCommands(platform.store).create(
+        commands = TenantCommands(platform.store)
+        result = await commands.create(
             tenant_id, name, tier=tier, context=CommandContext(actor="cli")
         )
+        key = await issue_owner_key(commands, tenant_id, "created by nextra tenants")
     finally:
         await platform.close()
     sequence = result.last_sequence if result else "-"
     _out(f"created tenant {tenant_id} ({name}, {tier}) at sequence {sequence}")
+    _out(f"owner API key (shown once): {key}")
     return 0
+
+
+async def issue_owner_key(commands: TenantCommands, tenant_id: str, name: str) -> str:
+    """Give a tenant an owner API key and return its secret."""
+    key = generate_api_key()
+    await commands.create_api_key(
+        tenant_id,
+        key_id=key.prefix,
+        key_hash=key.hash,
+        name=name,
+        role="owner",
+        context=CommandContext(actor="cli"),
+    )
+    return key.secret
+
+
+async def flows_validate(settings: Settings, *, files: list[str]) -> int:
+    """Validate files as the API would; exit 1 when any has errors."""
+    policy = HandlerPolicy(trusted_python_prefixes=settings.trusted_handler_modules)
+    failed = False
+    for name in files:
+        path = Path(name)
+        try:
+            text = await asyncio.to_thread(path.read_text, encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            _out(f"{name}: error: cannot read the file: {error}")
+            failed = True
+            continue
+        report = validate_organism(text, policy=policy)
+        if report.errors or report.warnings:
+            _out(format_report(report, name))
+        else:
+            _out(f"{name}: ok")
+        failed = failed or bool(report.errors)
+    return 1 if failed else 0
 
 
 async def tenants_list(settings: Settings) -> int:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from nextra.app.tenants import TenantCommands
+from nextra.cli.admin import issue_owner_key
 from nextra.cli.platform import Platform
 from nextra.cli.processes import (
     check_port_free,
@@ -57,8 +58,8 @@ async def run_dev(settings: Settings) -> None:
         platform = await Platform.connect(settings, name="nextra-dev")
         try:
             await apply_streams(platform.nc.jetstream(), platform.streams)
-            await _ensure_demo_tenant(platform)
-            _banner(settings, data_dir, embedded_nats, embedded_postgres)
+            demo_key = await _ensure_demo_tenant(platform)
+            _banner(settings, data_dir, embedded_nats, embedded_postgres, demo_key)
             tasks = [
                 asyncio.create_task(run_api(platform, stopping), name="api"),
                 asyncio.create_task(
@@ -81,12 +82,14 @@ async def run_dev(settings: Settings) -> None:
         log.info("dev.stopped")
 
 
-async def _ensure_demo_tenant(platform: Platform) -> None:
+async def _ensure_demo_tenant(platform: Platform) -> str:
+    """Make sure the demo tenant exists; a fresh owner API key for it."""
     commands = TenantCommands(platform.store)
     with contextlib.suppress(ConflictError):
         await commands.create(
             DEMO_TENANT, "Demo", tier="free", context=CommandContext(actor="nextra-dev")
         )
+    return await issue_owner_key(commands, DEMO_TENANT, "nextra dev")
 
 
 def _shown(url: str | None) -> str:
@@ -104,6 +107,7 @@ def _banner(
     data_dir: Path,
     embedded_nats: EmbeddedNats | None,
     embedded_postgres: EmbeddedPostgres | None,
+    demo_key: str,
 ) -> None:
     api = f"http://{settings.api_host}:{settings.api_port}"
     lines = [
@@ -113,7 +117,9 @@ def _banner(
         f"  Postgres  {_shown(settings.database_url)}"
         + ("  (embedded)" if embedded_postgres else ""),
         f"  Data      {data_dir}" if (embedded_nats or embedded_postgres) else "",
-        f"  Demo tenant: {DEMO_TENANT}.  Ctrl-C stops everything.",
+        f"  Demo tenant: {DEMO_TENANT}, API key (new this start): {demo_key}",
+        f"    curl -H 'Authorization: Bearer {demo_key}' {api}/api/flows",
+        "  Ctrl-C stops everything.",
         "",
     ]
     sys.stdout.write("\n".join(line for line in lines if line) + "\n\n")

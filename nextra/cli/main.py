@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tenants_do.add_parser("list", help="list tenants (from the read model)")
 
+    flows = commands.add_parser("flows", help="flow definitions")
+    flows_do = flows.add_subparsers(dest="action", required=True, metavar="ACTION")
+    check = flows_do.add_parser(
+        "validate", help="check organism.yaml files with the same rules as the API"
+    )
+    check.add_argument("files", nargs="+", metavar="FILE")
+
     events = commands.add_parser("events", help="the event contract")
     events_do = events.add_subparsers(dest="action", required=True, metavar="ACTION")
     docs = events_do.add_parser(
@@ -116,6 +123,7 @@ async def _dispatch(arguments: argparse.Namespace, settings: Settings) -> int:
         ("projections", "rebuild"): admin.projections_rebuild,
         ("tenants", "create"): admin.tenants_create,
         ("tenants", "list"): admin.tenants_list,
+        ("flows", "validate"): admin.flows_validate,
         ("events", "docs"): admin.events_docs,
     }
     handler = handlers[(arguments.command, getattr(arguments, "action", None))]

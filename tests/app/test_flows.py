@@ -24,6 +24,7 @@ listeners:
     description: Greets people
     handler: builtin:llm
     payload_class: TextInput
+    agent: true
     prompt: Say hello.
 """
 

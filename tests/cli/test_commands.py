@@ -14,6 +14,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from nextra.devstack.nats import free_port
+from tests.app.test_flows import YAML
 
 
 def nextra(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -152,10 +153,10 @@ def test_tenant_created_shows_in_status_and_after_a_rebuild(
     assert "created tenant acme (Acme, pro)" in created.stdout
     assert status.returncode == 0, status.stderr
     rows = {line.split()[0]: line.split() for line in status.stdout.splitlines()[1:]}
-    assert rows["tenants"] == ["tenants", "1", "0", "1", "1"]
+    assert rows["tenants"] == ["tenants", "1", "0", "2", "2"]
     assert rows["flows"] == ["flows", "1", "0", "0", "0"]
     assert rebuilt.returncode == 0, rebuilt.stderr
-    assert "rebuilt tenants v1: 1 events" in rebuilt.stdout
+    assert "rebuilt tenants v1: 2 events" in rebuilt.stdout
     assert listed.stdout.split() == ["acme", "pro", "Acme"]
 
 
@@ -187,3 +188,30 @@ def test_api_port_in_use_is_named_before_anything_starts(tmp_path: Path) -> None
 
     assert_clean_failure(result, f"cannot listen on 127.0.0.1:{port}", "--port")
     assert not (tmp_path / "nats").exists()
+
+
+def test_flows_validate_names_line_listener_and_field(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(YAML)
+    bad.write_text(YAML.replace("builtin:llm", "builtin:lm"))
+
+    result = nextra("flows", "validate", str(good), str(bad))
+
+    assert result.returncode == 1
+    assert f"{good}: ok" in result.stdout
+    assert f"{bad}:6:14: error: There is no built-in handler 'lm'" in result.stdout
+    assert "[greeter, listeners[0].handler] (unknown-builtin)" in result.stdout
+
+
+def test_created_tenant_gets_an_owner_key_that_the_api_accepts(
+    nats_url: str, database_url: str, events_stream: str
+) -> None:
+    env = {"NEXTRA_NATS_URL": nats_url, "NEXTRA_DATABASE_URL": database_url}
+
+    created = nextra("tenants", "create", "Keyed", **env)
+
+    assert created.returncode == 0, created.stderr
+    key_line = next(
+        line for line in created.stdout.splitlines() if "owner API key" in line
+    )
+    assert key_line.split()[-1].startswith("nx_")
