@@ -15,6 +15,7 @@ from nextra.api.health import health, metrics_text, ready
 from nextra.api.identity import provide_principal
 from nextra.api.observability import observe_requests
 from nextra.api.problems import EXCEPTION_HANDLERS
+from nextra.api.webhooks import clerk_webhook
 
 __all__ = ("ApiContext", "create_app")
 
@@ -28,7 +29,14 @@ def create_app(context: ApiContext) -> Litestar:
         return context
 
     config = AppConfig(
-        route_handlers=[health, ready, metrics_text, FlowsController, AccessController],
+        route_handlers=[
+            health,
+            ready,
+            metrics_text,
+            FlowsController,
+            AccessController,
+            clerk_webhook,
+        ],
         dependencies={
             "context": Provide(provide_context, sync_to_thread=False),
             "principal": Provide(provide_principal),

@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from nextra.api.context import ApiContext
 from nextra.app.flows import FlowCommands
 from nextra.app.tenants import TenantCommands
+from nextra.auth.jwt import JwksVerifier
+from nextra.auth.svix import InMemoryReplayGuard, SvixVerifier
 from nextra.devstack.nats import MIN_VERSION
 from nextra.domain.flows import HandlerPolicy, validate_organism
 from nextra.events.catalogue import REGISTRY
@@ -207,14 +209,31 @@ class Platform:
             metrics.PROJECTION_LAG.labels(projection=name).set(lag["lag"])
 
     def api_context(self) -> ApiContext:
+        settings = self.settings
         validate = partial(validate_organism, policy=self.handler_policy())
+        sessions = None
+        if settings.clerk_jwks_url and settings.clerk_issuer:
+            sessions = JwksVerifier(
+                settings.clerk_jwks_url,
+                issuer=settings.clerk_issuer,
+                audience=settings.clerk_audience,
+                authorized_parties=settings.clerk_authorized_parties or None,
+            )
+        webhooks = None
+        if settings.clerk_webhook_secret:
+            webhooks = SvixVerifier(settings.clerk_webhook_secret)
         return ApiContext(
             readiness=self.readiness,
             refresh_metrics=self.refresh_metrics,
             engine=self.engine,
             flows=FlowCommands(self.store, validate),
             tenants=TenantCommands(self.store),
-            read_your_writes_timeout=self.settings.read_your_writes_timeout,
+            sessions=sessions,
+            clerk_webhooks=webhooks,
+            # TODO(#3): a JetStream KV guard, so replays are refused across
+            # API processes and restarts; this one is per process.
+            replay_guard=InMemoryReplayGuard() if webhooks else None,
+            read_your_writes_timeout=settings.read_your_writes_timeout,
         )
 
     def handler_policy(self) -> HandlerPolicy:

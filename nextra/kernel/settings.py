@@ -56,6 +56,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     read_your_writes_timeout: PositiveFloat = 5.0
     """Longest a query waits for a projection to pass a sequence it was given."""
     service_name: str = "nextra"
+    clerk_jwks_url: str | None = None
+    """Where Clerk publishes the keys of its session tokens; unset: API keys only."""
+    clerk_issuer: str | None = None
+    """The ``iss`` Clerk session tokens must carry (your Clerk frontend API URL)."""
+    clerk_audience: str | None = None
+    clerk_authorized_parties: tuple[str, ...] = ()
+    """Origins allowed in a token's ``azp``; comma-separated in the environment."""
+    clerk_webhook_secret: str | None = None
+    """The ``whsec_...`` signing secret of Clerk's webhook endpoint."""
     trusted_handler_modules: tuple[str, ...] = ()
     """Python module prefixes whose handlers flows may name (self-hosting only);
     comma-separated in the environment. The hosted default trusts none."""
@@ -63,6 +72,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     def __post_init__(self) -> None:
         if self.nats_url is not None:
             _check_url("nats_url", self.nats_url, {"nats", "tls", "ws", "wss"})
+        if self.clerk_jwks_url is not None and not self.clerk_issuer:
+            message = "NEXTRA_CLERK_ISSUER must be set with NEXTRA_CLERK_JWKS_URL"
+            raise ConfigurationError(message, where="NEXTRA_CLERK_ISSUER")
         if self.database_url is not None:
             _check_url(
                 "database_url",
@@ -129,11 +141,10 @@ def load_settings(
         field = name.removeprefix(ENV_PREFIX).lower()
         if field in known and value != "":
             raw[field] = value
-    trusted = raw.get("trusted_handler_modules")
-    if isinstance(trusted, str):
-        raw["trusted_handler_modules"] = [
-            prefix.strip() for prefix in trusted.split(",") if prefix.strip()
-        ]
+    for listed in ("trusted_handler_modules", "clerk_authorized_parties"):
+        text = raw.get(listed)
+        if isinstance(text, str):
+            raw[listed] = [item.strip() for item in text.split(",") if item.strip()]
     raw.update({key: value for key, value in overrides.items() if value is not None})
 
     try:

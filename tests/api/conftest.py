@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ from nextra.cli.platform import Platform
 from nextra.events.envelope import CommandContext
 from nextra.events.tenants import Tier
 from nextra.kernel.ids import new_id
-from nextra.kernel.settings import load_settings
+from nextra.kernel.settings import Settings, load_settings
 from nextra.readmodels.checkpoints import wait_projected
 from nextra.runtime.projector import run_projector
 from tests.support.http import serve
@@ -55,13 +56,9 @@ class Running:
         return Caller(tenant_id, {"Authorization": f"Bearer {key.secret}"})
 
 
-@pytest.fixture
-async def running(
-    nats_url: str, database_url: str, events_stream: str
-) -> AsyncIterator[Running]:
-    settings = load_settings(
-        {}, nats_url=nats_url, database_url=database_url, read_your_writes_timeout=10
-    )
+@contextlib.asynccontextmanager
+async def platform_running(settings: Settings) -> AsyncIterator[Running]:
+    """The API and the projector of one platform, in this event loop."""
     platform = await Platform.connect(settings)
     stopping = asyncio.Event()
     projector = asyncio.create_task(
@@ -80,3 +77,14 @@ async def running(
         stopping.set()
         await asyncio.wait_for(projector, 10)
         await platform.close()
+
+
+@pytest.fixture
+async def running(
+    nats_url: str, database_url: str, events_stream: str
+) -> AsyncIterator[Running]:
+    settings = load_settings(
+        {}, nats_url=nats_url, database_url=database_url, read_your_writes_timeout=10
+    )
+    async with platform_running(settings) as running:
+        yield running
