@@ -64,6 +64,7 @@ def _require_admin(principal: Principal) -> None:
 class AccessController(Controller):
     path = "/api"
     tags = ["access"]
+    security = [{"bearer": []}]
 
     @get("/keys")
     async def list_keys(

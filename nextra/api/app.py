@@ -6,6 +6,7 @@ from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 
 import nextra
 from nextra.api.access import AccessController
@@ -45,7 +46,18 @@ def create_app(context: ApiContext) -> Litestar:
         middleware=[observe_requests],
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(
-            title="Nextra", version=nextra.__version__, path="/schema"
+            title="Nextra",
+            version=nextra.__version__,
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="An API key (nx_...) or a Clerk session token",
+                    )
+                }
+            ),
         ),
         logging_config=None,
         debug=False,

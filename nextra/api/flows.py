@@ -178,6 +178,7 @@ def _document(flow: FlowOut, warnings: list[Issue], status: int) -> Response[Flo
 class FlowsController(Controller):
     path = "/api/flows"
     tags = ["flows"]
+    security = [{"bearer": []}]
 
     @get("/")
     async def list_flows(

@@ -179,3 +179,27 @@ async def test_api_keys_are_shown_once_listed_without_secret_and_revocable(
     assert {k["name"] for k in listed.json()} == {"tests", "ci"}
     assert usable.status_code == 200
     assert revoked.status_code == 401
+
+
+async def test_oversized_bodies_are_refused_before_reading_them(
+    running: Running,
+) -> None:
+    caller = await running.tenant()
+    huge = "x" * (2 * 1024 * 1024)
+
+    response = await running.http.post(
+        "/api/flows",
+        json={"name": "Huge", "organism_yaml": huge},
+        headers=caller.headers,
+    )
+
+    assert response.status_code == 413
+    assert response.headers["content-type"].startswith(PROBLEM)
+
+
+async def test_the_schema_declares_bearer_authentication(running: Running) -> None:
+    schema = (await running.http.get("/schema/openapi.json")).json()
+
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert schema["paths"]["/api/flows"]["get"]["security"] == [{"bearer": []}]
+    assert "security" not in schema["paths"]["/health"]["get"]
