@@ -256,19 +256,12 @@ class FlowCommands:
         *,
         previous: flows.FlowState | None,
     ) -> _Definition:
-        if organism_yaml is None and canvas is None:
-            message = "a flow needs organism_yaml, canvas, or both"
-            raise ValidationError(message, expected="organism_yaml or canvas")
         drawn = _canvas(canvas) if canvas is not None else None
-        if organism_yaml is None and drawn is not None:
-            if previous is not None:
-                before = _document(previous.organism_yaml)
-                document = canvas_to_yaml_document(drawn, previous=before)
-                organism_yaml = render_yaml(document, previous.organism_yaml)
-            else:
-                start = {"organism": {"name": _organism_name(name)}}
-                organism_yaml = render_yaml(canvas_to_yaml_document(drawn, start))
-        assert organism_yaml is not None
+        if organism_yaml is None:
+            if drawn is None:
+                message = "a flow needs organism_yaml, canvas, or both"
+                raise ValidationError(message, expected="organism_yaml or canvas")
+            organism_yaml = _yaml_from(drawn, name, previous)
 
         report = self._validate(organism_yaml)
         if report.errors:
@@ -316,6 +309,17 @@ class FlowCommands:
 
 
 _UNREACHABLE = "the loop returns or raises on its last attempt"
+
+
+def _yaml_from(drawn: Canvas, name: str, previous: flows.FlowState | None) -> str:
+    # Keys the canvas does not show (payloads, llm, ...) come from the previous
+    # revision; a new flow gets an organism name made from its display name.
+    if previous is not None:
+        before = _document(previous.organism_yaml)
+        document = canvas_to_yaml_document(drawn, previous=before)
+        return render_yaml(document, previous.organism_yaml)
+    start = {"organism": {"name": _organism_name(name)}}
+    return render_yaml(canvas_to_yaml_document(drawn, start))
 
 
 def _document(organism_yaml: str) -> dict[str, Any]:
