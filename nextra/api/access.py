@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody, PathParameter
 
 from nextra.api.consistency import projected
 from nextra.api.context import ApiContext
@@ -124,7 +124,7 @@ class AccessController(Controller):
         self,
         context: NamedDependency[ApiContext],
         principal: NamedDependency[Principal],
-        key_id: FromPath[str],
+        key_id: Annotated[str, PathParameter(min_length=1, max_length=64)],
     ) -> None:
         """Revoke an API key; requests with it fail from then on."""
         _require_admin(principal)

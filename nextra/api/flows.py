@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromQuery, JSONBody, PathParameter, QueryParameter
 
 from nextra.api.consistency import projected
 from nextra.api.context import ApiContext
@@ -29,6 +29,7 @@ from nextra.readmodels.flows import (
 __all__ = ("FlowsController", "PreconditionRequired")
 
 FlowName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Identifier = Annotated[str, PathParameter(min_length=1, max_length=64)]
 
 
 class FlowInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -38,6 +39,13 @@ class FlowInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     description: Annotated[str, msgspec.Meta(max_length=2000)] = ""
     organism_yaml: str | None = None
     canvas: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        # PostgreSQL text cannot hold U+0000: refuse it here, by field.
+        for field in ("name", "description", "organism_yaml"):
+            if "\x00" in (getattr(self, field) or ""):
+                message = f"{field} must not contain NUL characters (U+0000)"
+                raise ValueError(message)
 
 
 class IssueOut(msgspec.Struct, kw_only=True):
@@ -239,7 +247,7 @@ class FlowsController(Controller):
         self,
         context: NamedDependency[ApiContext],
         principal: NamedDependency[Principal],
-        flow_id: FromPath[str],
+        flow_id: Identifier,
     ) -> Response[FlowOut]:
         """One flow, with its current revision's ETag."""
         return _document(await _load(context, principal, flow_id), [], 200)
@@ -250,7 +258,7 @@ class FlowsController(Controller):
         request: Request[Any, Any, Any],
         context: NamedDependency[ApiContext],
         principal: NamedDependency[Principal],
-        flow_id: FromPath[str],
+        flow_id: Identifier,
         data: JSONBody[FlowInput],
     ) -> Response[FlowOut]:
         """Save a new revision. ``If-Match`` must carry the ETag you edited.
@@ -278,7 +286,7 @@ class FlowsController(Controller):
         request: Request[Any, Any, Any],
         context: NamedDependency[ApiContext],
         principal: NamedDependency[Principal],
-        flow_id: FromPath[str],
+        flow_id: Identifier,
     ) -> None:
         """Delete a flow; its history stays in the event stream."""
         saved = await context.flows.delete(
@@ -292,7 +300,7 @@ class FlowsController(Controller):
         request: Request[Any, Any, Any],
         context: NamedDependency[ApiContext],
         principal: NamedDependency[Principal],
-        flow_id: FromPath[str],
+        flow_id: Identifier,
     ) -> FlowStatusOut:
         """Let the flow's triggers through."""
         saved = await context.flows.start(
@@ -307,7 +315,7 @@ class FlowsController(Controller):
         request: Request[Any, Any, Any],
         context: NamedDependency[ApiContext],
         principal: NamedDependency[Principal],
-        flow_id: FromPath[str],
+        flow_id: Identifier,
     ) -> FlowStatusOut:
         """Refuse the flow's triggers until it is started again."""
         saved = await context.flows.stop(
@@ -321,7 +329,7 @@ class FlowsController(Controller):
         self,
         context: NamedDependency[ApiContext],
         principal: NamedDependency[Principal],
-        flow_id: FromPath[str],
+        flow_id: Identifier,
     ) -> FlowStatusOut:
         flow = await _load(context, principal, flow_id)
         return FlowStatusOut(id=flow.id, status=flow.status, revision=flow.revision)
@@ -331,7 +339,7 @@ class FlowsController(Controller):
         self,
         context: NamedDependency[ApiContext],
         principal: NamedDependency[Principal],
-        flow_id: FromPath[str],
+        flow_id: Identifier,
     ) -> list[RevisionOut]:
         """Every revision: who saved it, when, and what changed."""
         async with context.engine.connect() as connection:
@@ -349,8 +357,8 @@ class FlowsController(Controller):
         self,
         context: NamedDependency[ApiContext],
         principal: NamedDependency[Principal],
-        flow_id: FromPath[str],
-        number: FromPath[int],
+        flow_id: Identifier,
+        number: Annotated[int, PathParameter(ge=1, le=1_000_000)],
     ) -> RevisionOut:
         async with context.engine.connect() as connection:
             flow = await read_flow(connection, principal.tenant_id, flow_id)

@@ -116,6 +116,16 @@ def _http_error(request: Request[Any, Any, Any], error: HTTPException) -> Respon
     )
 
 
+def _too_deep(request: Request[Any, Any, Any], error: RecursionError) -> Response[Any]:
+    return problem(
+        request,
+        status=400,
+        code="invalid-request",
+        title="Invalid request",
+        detail="the request body is nested too deeply",
+    )
+
+
 def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     log.exception("api.unhandled_error", error_type=type(error).__name__)
     return problem(
@@ -130,5 +140,6 @@ def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[A
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     NextraError: _nextra_error,
     HTTPException: _http_error,
+    RecursionError: _too_deep,
     Exception: _unexpected,
 }

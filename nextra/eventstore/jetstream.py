@@ -98,6 +98,16 @@ class _Outcome(msgspec.Struct, frozen=True):
     duplicate: bool = False
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
 def _split(writes: Sequence[Write], last_sequence: int) -> list[AppendResult]:
     # A batch's events get consecutive sequences ending at the commit's.
     sequence = last_sequence - sum(len(write.events) for write in writes) + 1
@@ -263,6 +273,14 @@ class JetStreamEventStore:
                 # the server checks it against the stream before the batch.
                 expect = write.expected_version if position == 0 else None
                 payload = self._registry.encode(event)
+                if b"\\u0000" in payload and _has_nul(msgspec.json.decode(payload)):
+                    # Read models are PostgreSQL, whose text cannot hold U+0000;
+                    # an event carrying one would stop every projection of it.
+                    message = (
+                        f"{event.type_name} has text with a NUL character (U+0000), "
+                        "which Nextra does not store"
+                    )
+                    raise ValidationError(message, where=event.type_name)
                 messages.append(_Outgoing(subject, payload, headers, expect))
                 index += 1
         return messages
