@@ -171,10 +171,18 @@ def evolve(state: TenantState, event: Event) -> TenantState:
 
 
 def fold(events: Iterable[Event]) -> TenantState:
+    # Flows are gathered in one mutable set: evolving a frozen set per event
+    # would copy it every time, quadratic in a tenant's flows.
     state = TenantState()
+    flows: set[str] = set()
     for event in events:
-        state = evolve(state, event)
-    return state
+        if isinstance(event, FlowRegistered):
+            flows.add(event.flow_id)
+        elif isinstance(event, FlowReleased):
+            flows.discard(event.flow_id)
+        else:
+            state = evolve(state, event)
+    return msgspec.structs.replace(state, flows=frozenset(flows))
 
 
 def decide(state: TenantState, command: Command) -> list[Event]:

@@ -74,6 +74,7 @@ class DurableSubscription:
         self._owed = 0
         self._open_until = 0.0
         self._refusal: str | None = None
+        self._caught_up = False
 
     async def start(self) -> None:
         try:
@@ -97,7 +98,10 @@ class DurableSubscription:
                 self._ready.append(Delivery(self._store.decode_message(msg), msg))
             except Exception as error:  # noqa: BLE001 - raised by fetch, in order
                 self._ready.append(_Undecodable(msg, error))
-            if self._owed <= 0 or len(self._ready) >= self._wanted:
+            # Nothing more behind this message: hand out what there is now rather
+            # than wait for a full batch, so a lone event is not held back.
+            self._caught_up = _pending(msg) == 0
+            if self._caught_up or self._owed <= 0 or len(self._ready) >= self._wanted:
                 self._arrived.set()
             return
         if status == _HEARTBEAT:
@@ -136,6 +140,8 @@ class DurableSubscription:
         self._wanted = batch
         asked = lingered = False
         while len(self._ready) < batch:
+            if self._ready and self._caught_up:
+                break
             if self._request_open():
                 if not await self._wait(deadline):
                     break
@@ -192,6 +198,14 @@ class DurableSubscription:
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()
         self._ready.clear()
+
+
+def _pending(msg: Msg) -> int | None:
+    """Messages the consumer still holds behind ``msg``, from its ack subject."""
+    try:
+        return int(msg.metadata.num_pending)
+    except (AttributeError, TypeError, ValueError, IndexError):
+        return None
 
 
 def _now() -> float:

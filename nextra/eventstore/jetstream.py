@@ -371,8 +371,10 @@ class JetStreamEventStore:
                 aggregate = str(parse_aggregate_subject(checked[0].subject))
                 raise ConcurrencyError(aggregate, checked[0].expect or 0, found)
             names = ", ".join(str(parse_aggregate_subject(m.subject)) for m in checked)
+            # The server does not say which subject moved; name them all and
+            # the first one's expectation.
             aggregates = f"one of {names}"
-            raise ConcurrencyError(aggregates, 0, found)
+            raise ConcurrencyError(aggregates, checked[0].expect or 0, found)
         if error.code == 503 or error.err_code in _BATCH_RETRYABLE:
             raise _Transient(error.description)
         message = (

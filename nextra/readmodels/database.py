@@ -23,12 +23,16 @@ __all__ = (
 )
 
 
-def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An asyncpg engine for ``url`` (``postgres://`` and ``postgresql://`` accepted)."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
             url = "postgresql+asyncpg://" + url.removeprefix(prefix)
-    return create_async_engine(url, pool_size=pool_size, pool_pre_ping=True)
+    # Requests wait for read models with short polls; a pool that covers the
+    # usual concurrency avoids opening a Postgres session per poll.
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=2 * pool_size, pool_pre_ping=True
+    )
 
 
 def alembic_config(url: str | None = None) -> Config:
