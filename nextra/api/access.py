@@ -12,6 +12,7 @@ from litestar.params import JSONBody, PathParameter
 
 from nextra.api.consistency import projected
 from nextra.api.context import ApiContext
+from nextra.api.flows import ID_PATTERN
 from nextra.api.identity import Forbidden, Principal
 from nextra.auth.api_keys import generate_api_key
 from nextra.events.envelope import CommandContext
@@ -124,7 +125,7 @@ class AccessController(Controller):
         self,
         context: NamedDependency[ApiContext],
         principal: NamedDependency[Principal],
-        key_id: Annotated[str, PathParameter(min_length=1, max_length=64)],
+        key_id: Annotated[str, PathParameter(pattern=ID_PATTERN)],
     ) -> None:
         """Revoke an API key; requests with it fail from then on."""
         _require_admin(principal)

@@ -26,10 +26,11 @@ from nextra.readmodels.flows import (
     read_flows,
 )
 
-__all__ = ("FlowsController", "PreconditionRequired")
+__all__ = ("ID_PATTERN", "FlowsController", "PreconditionRequired")
 
 FlowName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Identifier = Annotated[str, PathParameter(min_length=1, max_length=64)]
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+Identifier = Annotated[str, PathParameter(pattern=ID_PATTERN)]
 
 
 class FlowInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -194,8 +195,10 @@ class FlowsController(Controller):
         context: NamedDependency[ApiContext],
         principal: NamedDependency[Principal],
         status: FromQuery[Literal["running", "stopped"] | None] = None,
-        name: Annotated[str | None, QueryParameter(max_length=200)] = None,
-        cursor: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        name: Annotated[
+            str | None, QueryParameter(max_length=200, pattern=r"^[^\x00]*$")
+        ] = None,
+        cursor: Annotated[str | None, QueryParameter(pattern=ID_PATTERN)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
     ) -> FlowPage:
         """The tenant's flows, newest first, ``limit`` at a time.
