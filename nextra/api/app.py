@@ -15,6 +15,7 @@ from nextra.api.flows import FlowsController
 from nextra.api.health import health, metrics_text, ready
 from nextra.api.identity import provide_principal
 from nextra.api.observability import observe_requests
+from nextra.api.openapi import describe_problems
 from nextra.api.problems import EXCEPTION_HANDLERS
 from nextra.api.webhooks import clerk_webhook
 
@@ -62,4 +63,6 @@ def create_app(context: ApiContext) -> Litestar:
         logging_config=None,
         debug=False,
     )
-    return Litestar.from_config(config)
+    app = Litestar.from_config(config)
+    describe_problems(app.openapi_schema)
+    return app

@@ -7,7 +7,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -421,10 +420,6 @@ def _undeclared(fuzzer: Fuzzer, case: Case[Any], owner: Caller) -> list[str]:
     return []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the document declares no 401/404/409/412/422/428 problem responses",
-)
 async def test_a_not_found_answer_is_declared_in_the_document(
     running: Running,
 ) -> None:
@@ -440,11 +435,6 @@ async def test_a_not_found_answer_is_declared_in_the_document(
     assert undeclared == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="400 is declared as application/json {status_code, detail, extra}, "
-    "but answered as an application/problem+json problem document",
-)
 async def test_an_invalid_request_answer_matches_its_declaration(
     running: Running,
 ) -> None:
@@ -460,10 +450,6 @@ async def test_an_invalid_request_answer_matches_its_declaration(
     assert undeclared == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="request bodies refuse unknown fields with a 400; the document allows them",
-)
 async def test_request_bodies_declare_that_unknown_fields_are_refused(
     running: Running,
 ) -> None:
