@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from nats.aio.client import Client as NatsClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from nextra.app.flows import FlowCommands
+from nextra.app.runs import RunCommands
 from nextra.app.tenants import TenantCommands
 from nextra.auth.jwt import JwksVerifier
 from nextra.auth.svix import ReplayGuard, SvixVerifier
+from nextra.eventstore.jetstream import JetStreamEventStore
 
 __all__ = ("ApiContext", "Readiness")
 
@@ -29,6 +32,9 @@ class ApiContext:
             webhook route off.
         read_your_writes_timeout: How long a write waits for its read model
             before answering.
+        nats: The NATS connection, for live feeds over WebSockets.
+        runs_store: The store of run events (``NX_RUNS``).
+        runs: Triggers and cancels runs; ``None`` turns those routes off.
     """
 
     readiness: Readiness
@@ -40,3 +46,6 @@ class ApiContext:
     clerk_webhooks: SvixVerifier | None = None
     replay_guard: ReplayGuard | None = None
     read_your_writes_timeout: float = 5.0
+    nats: NatsClient | None = None
+    runs_store: JetStreamEventStore | None = None
+    runs: RunCommands | None = None

@@ -18,6 +18,7 @@ from nextra.domain import tenants
 from nextra.domain.flows import decider as flows
 from nextra.domain.flows.canvas import (
     Canvas,
+    CanvasError,
     canvas_to_yaml_document,
     render_yaml,
     yaml_document_to_canvas,
@@ -269,7 +270,14 @@ class FlowCommands:
         document = _document(organism_yaml)
         if drawn is None and previous is not None and previous.canvas:
             drawn = _canvas(previous.canvas)
-        redrawn = yaml_document_to_canvas(document, previous=drawn)
+        try:
+            redrawn = yaml_document_to_canvas(document, previous=drawn)
+        except CanvasError:
+            if canvas is not None:
+                raise
+            # Valid YAML the canvas cannot draw (duplicate listener names, which
+            # xml-pipeline allows) is kept as YAML only, with no canvas.
+            return _Definition(organism_yaml, {}, document, report)
         # Stored as JSON: compare and keep it in JSON's own shapes (lists, not
         # tuples), so an unchanged canvas compares equal after a round trip.
         canvas_data = msgspec.json.decode(msgspec.json.encode(redrawn))

@@ -30,7 +30,7 @@ class TierLimits(msgspec.Struct, frozen=True, kw_only=True):
     max_payload_bytes: int
     max_fan_out: int
     max_llm_tokens_per_run: int
-    max_concurrent_runs_per_flow: int
+    max_concurrent_steps_per_flow: int
 
 
 _MB = 1024 * 1024
@@ -48,7 +48,7 @@ TIERS: dict[Tier, TierLimits] = {
         max_payload_bytes=64 * 1024,
         max_fan_out=10,
         max_llm_tokens_per_run=50_000,
-        max_concurrent_runs_per_flow=2,
+        max_concurrent_steps_per_flow=2,
     ),
     "paid": TierLimits(
         flows=10,
@@ -62,7 +62,7 @@ TIERS: dict[Tier, TierLimits] = {
         max_payload_bytes=256 * 1024,
         max_fan_out=25,
         max_llm_tokens_per_run=200_000,
-        max_concurrent_runs_per_flow=5,
+        max_concurrent_steps_per_flow=5,
     ),
     "pro": TierLimits(
         flows=UNLIMITED,
@@ -76,7 +76,7 @@ TIERS: dict[Tier, TierLimits] = {
         max_payload_bytes=512 * 1024,
         max_fan_out=100,
         max_llm_tokens_per_run=1_000_000,
-        max_concurrent_runs_per_flow=20,
+        max_concurrent_steps_per_flow=20,
     ),
     "enterprise": TierLimits(
         flows=UNLIMITED,
@@ -90,7 +90,7 @@ TIERS: dict[Tier, TierLimits] = {
         max_payload_bytes=1024 * 1024,
         max_fan_out=500,
         max_llm_tokens_per_run=10_000_000,
-        max_concurrent_runs_per_flow=100,
+        max_concurrent_steps_per_flow=100,
     ),
 }
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nextra.events import flows, tenants
+from nextra.events import flows, runs, tenants
 from nextra.events.registry import EventRegistry
 
 __all__ = ("REGISTRY",)
@@ -24,5 +24,10 @@ REGISTRY = EventRegistry(
         flows.FlowStarted,
         flows.FlowStopped,
         flows.FlowDeleted,
+        runs.RunTriggered,
+        runs.StepCompleted,
+        runs.RunCompleted,
+        runs.RunFailed,
+        runs.RunCancelled,
     ]
 )

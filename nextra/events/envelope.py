@@ -25,10 +25,15 @@ class AggregateRef(msgspec.Struct, frozen=True):
     tenant_id: str
     kind: str
     aggregate_id: str
+    partition: str | None = None
+    """A grouping inside the tenant that the aggregate's subject carries, so
+    consumers can filter on it: a run's flow."""
 
     def __post_init__(self) -> None:
-        for field in ("tenant_id", "kind", "aggregate_id"):
+        for field in ("tenant_id", "kind", "aggregate_id", "partition"):
             value = getattr(self, field)
+            if value is None and field == "partition":
+                continue
             if not is_token(value):
                 message = (
                     f"aggregate {field} must be 1-64 letters, digits, '-' or '_', "
@@ -39,6 +44,8 @@ class AggregateRef(msgspec.Struct, frozen=True):
                 )
 
     def __str__(self) -> str:
+        if self.partition is not None:
+            return f"{self.tenant_id}/{self.partition}/{self.kind}/{self.aggregate_id}"
         return f"{self.tenant_id}/{self.kind}/{self.aggregate_id}"
 
 

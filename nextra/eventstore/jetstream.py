@@ -15,7 +15,7 @@ Contracts kept here (tests in tests/eventstore pin each one):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ from nextra.eventstore import headers as h
 from nextra.eventstore.base import AppendResult, Write
 from nextra.eventstore.subjects import (
     ALL_EVENTS,
+    ALL_RUNS,
     aggregate_subject,
     parse_aggregate_subject,
 )
@@ -45,9 +46,16 @@ from nextra.kernel.errors import (
 )
 from nextra.kernel.ids import new_id
 
-__all__ = ("DEFAULT_STREAM", "MAX_EVENTS_PER_APPEND", "JetStreamEventStore", "Write")
+__all__ = (
+    "DEFAULT_STREAM",
+    "MAX_EVENTS_PER_APPEND",
+    "RUNS_STREAM",
+    "JetStreamEventStore",
+    "Write",
+)
 
 DEFAULT_STREAM = "NX_EVENTS"
+RUNS_STREAM = "NX_RUNS"
 MAX_EVENTS_PER_APPEND = 1000  # the server's atomic batch limit
 _READ_BATCH = 1000
 
@@ -413,12 +421,12 @@ class JetStreamEventStore:
 
     async def read(
         self, *, after: int = 0, subject: str = ALL_EVENTS
-    ) -> AsyncIterator[RecordedEvent]:
+    ) -> AsyncGenerator[RecordedEvent, None]:
         async for raw in self._read_raw(subject, after):
             yield self._decode(raw)
 
     async def last_sequence(self, subject: str = ALL_EVENTS) -> int:
-        if subject == ALL_EVENTS:
+        if subject in (ALL_EVENTS, ALL_RUNS):
             info = await self._api(f"STREAM.INFO.{self._stream}", b"")
             return int(info.get("state", {}).get("last_seq", 0))
         request = msgspec.json.encode({"last_by_subj": subject})

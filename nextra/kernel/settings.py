@@ -68,6 +68,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     trusted_handler_modules: tuple[str, ...] = ()
     """Python module prefixes whose handlers flows may name (self-hosting only);
     comma-separated in the environment. The hosted default trusts none."""
+    worker_concurrency: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 64
+    """Run events one worker process works on at once."""
+    worker_ack_wait: PositiveFloat = 30.0
+    """Seconds before a step a worker took and did not finish is handed to
+    another worker (workers extend it while a handler runs)."""
+    worker_max_deliver: Annotated[int, msgspec.Meta(ge=2, le=100)] = 5
+    """Deliveries of a step before its run fails as poison."""
 
     def __post_init__(self) -> None:
         if self.nats_url is not None:

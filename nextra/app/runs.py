@@ -1,0 +1,299 @@
+"""The write side of runs: trigger, record steps, end, cancel, expire."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from nextra.app.organisms import Organisms
+from nextra.domain.runs import decider
+from nextra.domain.runs.state import RunState
+from nextra.domain.tiers import limits_for
+from nextra.events.base import Event
+from nextra.events.envelope import AggregateRef, CommandContext
+from nextra.events.runs import Trigger
+from nextra.events.tenants import Tier
+from nextra.eventstore.jetstream import JetStreamEventStore
+from nextra.eventstore.subjects import aggregate_subject, run_aggregate, runs_subject
+from nextra.kernel.errors import ConcurrencyError, ConflictError, NotFoundError
+from nextra.kernel.ids import new_id
+from nextra.kernel.logging import get_logger
+
+__all__ = ("RunCommands", "RunJournal", "Triggered", "new_run_id")
+
+log = get_logger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Triggered(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored trigger: the run it started and where its first event landed."""
+
+    run_id: str
+    flow_id: str
+    revision: int
+    sequence: int
+    duplicate: bool = False
+
+
+class RunJournal:
+    """Loads run states and commits run events with optimistic concurrency.
+
+    It keeps the states it has seen, so a worker that handles one step after
+    another of a run reads only the events it has not seen yet.
+
+    Args:
+        store: The runs store (``NX_RUNS``).
+        size: How many run states to keep.
+    """
+
+    def __init__(self, store: JetStreamEventStore, *, size: int = 4096) -> None:
+        self._store = store
+        self._size = size
+        self._states: OrderedDict[str, tuple[AggregateRef, RunState]] = OrderedDict()
+
+    async def state(self, run: AggregateRef, *, at_least: int = 0) -> RunState:
+        """The run's state, at least as new as sequence ``at_least``."""
+        cached = self._states.get(run.aggregate_id)
+        if cached is not None and cached[1].version >= at_least and at_least:
+            self._states.move_to_end(run.aggregate_id)
+            return cached[1]
+        state = cached[1] if cached is not None else RunState()
+        return await self.refresh(run, state)
+
+    async def refresh(self, run: AggregateRef, state: RunState) -> RunState:
+        """Apply to ``state`` the run's events it has not seen."""
+        events = self._store.read(after=state.version, subject=aggregate_subject(run))
+        async for recorded in events:
+            state.apply(recorded.event, recorded.sequence)
+        self._remember(run, state)
+        return state
+
+    async def commit(
+        self, run: AggregateRef, state: RunState, event: Event, *, command_id: str
+    ) -> bool:
+        """Append ``event`` at the state's version and apply it.
+
+        Returns ``False`` when the run moved on meanwhile (or the command was
+        already stored): the state is then refreshed and the caller decides
+        again against it.
+        """
+        context = CommandContext(
+            command_id=command_id, actor="system", correlation_id=state.run_id
+        )
+        try:
+            result = await self._store.append(
+                run, [event], expected_version=state.version or 0, context=context
+            )
+        except ConcurrencyError:
+            await self.refresh(run, state)
+            return False
+        if result.duplicate:
+            await self.refresh(run, state)
+            return False
+        state.apply(event, result.last_sequence)
+        self._remember(run, state)
+        return True
+
+    async def settle(self, run: AggregateRef, state: RunState) -> None:
+        """Append the run's end, if its steps have decided it."""
+        while True:
+            ending = decider.settle(state)
+            if ending is None:
+                return
+            if await self.commit(run, state, ending, command_id=f"{state.run_id}:end"):
+                log.info(
+                    "run.ended",
+                    run_id=state.run_id,
+                    flow_id=state.flow_id,
+                    status=state.status,
+                    steps=state.steps,
+                )
+                self.forget(run)
+                return
+
+    def forget(self, run: AggregateRef) -> None:
+        self._states.pop(run.aggregate_id, None)
+
+    def _remember(self, run: AggregateRef, state: RunState) -> None:
+        self._states[run.aggregate_id] = (run, state)
+        self._states.move_to_end(run.aggregate_id)
+        while len(self._states) > self._size:
+            self._states.popitem(last=False)
+
+
+class RunCommands:
+    """What the API and the watchdog do to runs.
+
+    Args:
+        store: The runs store.
+        organisms: Reads flows and their pinned revisions.
+        on_triggered: Called after a trigger is stored (the worker wake-up).
+        prepare: Called before a flow's first trigger in this process, with the
+            flow and its concurrency limit (makes sure its work queue exists).
+    """
+
+    def __init__(
+        self,
+        store: JetStreamEventStore,
+        organisms: Organisms,
+        *,
+        prepare: Callable[[str, str, int], Any] | None = None,
+        on_triggered: Callable[[str, str, Tier], Any] | None = None,
+        clock: Clock = _now,
+    ) -> None:
+        self._store = store
+        self.organisms = organisms
+        self._prepare = prepare
+        self._on_triggered = on_triggered
+        self._clock = clock
+        self.journal = RunJournal(store, size=256)
+
+    async def trigger(
+        self,
+        tenant_id: str,
+        flow_id: str,
+        *,
+        tier: Tier,
+        source: str,
+        payload_type: str | None,
+        payload: dict[str, Any] | str,
+        idempotency_key: str | None = None,
+        run_id: str | None = None,
+    ) -> Triggered:
+        """Store a manual trigger: a new run of the flow's current revision.
+
+        ``payload`` is typed JSON for ``payload_type``, or text, which is wrapped
+        as a ``TextInput`` from ``source``.
+
+        Raises:
+            NotFoundError: The flow does not exist for this tenant.
+            ConflictError: The flow is stopped.
+            ValidationError: The payload does not fit the entry listener.
+            PayloadTooLarge: The payload is over the tier's limit.
+        """
+        flow = await self.organisms.flow(tenant_id, flow_id)
+        if flow.status != "running":
+            message = f"flow {flow_id} is stopped; start it to let triggers through"
+            raise ConflictError(
+                message, expected="running", got=flow.status, where=f"flow/{flow_id}"
+            )
+        organism = self.organisms.parsed(tenant_id, flow_id, flow)
+        limits = limits_for(tier)
+
+        if isinstance(payload, str):
+            payload_type = "TextInput"
+            payload = {"text": payload, "source": source, "user": source}
+        run_id = run_id or new_run_id(tenant_id, idempotency_key)
+        started = decider.start(
+            run_id=run_id,
+            flow_id=flow_id,
+            revision=flow.revision,
+            organism=organism,
+            tier=tier,
+            limits=decider.limits_of(limits),
+            trigger=Trigger(kind="manual", source=source),
+            payload_type=payload_type or "",
+            payload=payload,
+            now=self._clock(),
+        )
+
+        if self._prepare is not None:
+            in_flight = min(
+                organism.max_concurrent_handlers, limits.max_concurrent_steps_per_flow
+            )
+            await self._prepare(tenant_id, flow_id, in_flight)
+        context = CommandContext(
+            command_id=f"trigger:{run_id}", actor=source, correlation_id=run_id
+        )
+        result = await self._store.append(
+            run_aggregate(tenant_id, flow_id, run_id),
+            [started],
+            expected_version=0,
+            context=context,
+        )
+        if self._on_triggered is not None:
+            await self._on_triggered(tenant_id, flow_id, tier)
+        log.info(
+            "run.triggered",
+            tenant_id=tenant_id,
+            flow_id=flow_id,
+            run_id=run_id,
+            revision=flow.revision,
+            duplicate=result.duplicate,
+        )
+        return Triggered(
+            run_id=run_id,
+            flow_id=flow_id,
+            revision=flow.revision,
+            sequence=result.last_sequence,
+            duplicate=result.duplicate,
+        )
+
+    async def locate(self, tenant_id: str, run_id: str) -> AggregateRef:
+        """The aggregate of one of the tenant's runs, found by its id alone.
+
+        Raises:
+            NotFoundError: The tenant has no such run.
+        """
+        events = self._store.read(subject=runs_subject(tenant_id, "*", run_id))
+        async with contextlib.aclosing(events):
+            async for recorded in events:
+                return recorded.aggregate
+        message = f"run {run_id} does not exist"
+        raise NotFoundError(message, where=f"run/{run_id}")
+
+    async def cancel(
+        self, tenant_id: str, run_id: str, *, actor: str, reason: str = ""
+    ) -> RunState:
+        """Stop a run; steps it still owed are not run.
+
+        Raises:
+            NotFoundError: The tenant has no such run.
+            ConflictError: The run has already ended.
+        """
+        run = await self.locate(tenant_id, run_id)
+        state = await self.journal.state(run)
+        while True:
+            event = decider.cancel(state, reason or f"cancelled by {actor}")
+            context_id = f"{run_id}:cancel"
+            if await self.journal.commit(run, state, event, command_id=context_id):
+                log.info("run.cancelled", tenant_id=tenant_id, run_id=run_id)
+                return state
+
+    async def expire(self, run: AggregateRef) -> bool:
+        """Fail the run if it is open past its deadline (the watchdog's command)."""
+        state = await self.journal.state(run)
+        while True:
+            event = decider.expire(state, self._clock())
+            if event is None:
+                return False
+            command_id = f"{run.aggregate_id}:deadline"
+            if await self.journal.commit(run, state, event, command_id=command_id):
+                log.warning(
+                    "run.deadline_passed",
+                    tenant_id=run.tenant_id,
+                    run_id=run.aggregate_id,
+                )
+                return True
+
+
+def new_run_id(tenant_id: str, idempotency_key: str | None = None) -> str:
+    """A fresh run id, or the one an idempotency key always gives."""
+    if idempotency_key is None:
+        return new_id()
+    # The same key gives the same run, so a retried trigger starts nothing new.
+    digest = hashlib.blake2b(
+        f"{tenant_id}\x00{idempotency_key}".encode(), digest_size=13
+    ).hexdigest()
+    return f"r{digest}"

@@ -1,0 +1,282 @@
+"""The run aggregate's decisions: start, record a step, end, cancel, expire."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from nextra.domain.flows.model import Organism
+from nextra.domain.runs.payloads import PayloadInvalid, payload_size, validate_payload
+from nextra.domain.runs.routing import Reply, listeners_for, payload_type_of, route
+from nextra.domain.runs.state import RunState
+from nextra.domain.runs.threads import thread_id
+from nextra.domain.tiers import TierLimits
+from nextra.events.runs import (
+    FailureReason,
+    LogLine,
+    Message,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    RunLimits,
+    RunTriggered,
+    StepCompleted,
+    StepError,
+    StepOutcome,
+    Trigger,
+)
+from nextra.events.tenants import Tier
+from nextra.kernel.errors import ConflictError, NextraError, ValidationError
+
+__all__ = (
+    "PayloadTooLarge",
+    "StepResult",
+    "cancel",
+    "complete_step",
+    "expire",
+    "limits_of",
+    "settle",
+    "start",
+)
+
+
+class PayloadTooLarge(NextraError):
+    """A trigger's payload is larger than the tier allows."""
+
+    code = "payload-too-large"
+
+
+class StepResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What running one step produced, as the worker observed it.
+
+    Attributes:
+        limit: A limit the step itself crossed (``handler_timeout``, or
+            ``poison`` for a message that kept failing its worker).
+    """
+
+    outcome: StepOutcome
+    replies: tuple[Reply, ...] = ()
+    error: StepError | None = None
+    logs: tuple[LogLine, ...] = ()
+    started_at: datetime
+    duration_ms: float
+    attempt: int = 1
+    limit: FailureReason | None = None
+
+
+def limits_of(tier: TierLimits) -> RunLimits:
+    """A tier's run limits, as a run records them."""
+    return RunLimits(
+        max_hops=tier.max_hops_per_run,
+        handler_timeout_seconds=tier.handler_timeout_seconds,
+        deadline_seconds=tier.run_deadline_seconds,
+        max_payload_bytes=tier.max_payload_bytes,
+        max_fan_out=tier.max_fan_out,
+        max_llm_tokens=tier.max_llm_tokens_per_run,
+    )
+
+
+def start(
+    *,
+    run_id: str,
+    flow_id: str,
+    revision: int,
+    organism: Organism,
+    tier: Tier,
+    limits: RunLimits,
+    trigger: Trigger,
+    payload_type: str,
+    payload: dict[str, Any],
+    now: datetime,
+) -> RunTriggered:
+    """Begin a run with a message from the trigger to the flow's entry listener.
+
+    Raises:
+        ValidationError: The flow has no entry listener, or it does not take
+            ``payload_type``, or the payload does not fit that type.
+        PayloadTooLarge: The payload is over the tier's size limit.
+    """
+    entry = organism.entry
+    if entry is None:
+        message = f"flow {flow_id} has no listener to deliver a trigger to"
+        raise ValidationError(message, expected="a listener", got="none")
+    receivers = listeners_for(organism, entry, payload_type)
+    if not receivers:
+        takes = sorted(
+            {
+                listener.payload_type
+                for listener in organism.listeners
+                if listener.name.lower() == entry.lower()
+            }
+        )
+        message = (
+            f"entry listener {entry} takes {' or '.join(takes)}, not {payload_type}"
+        )
+        raise ValidationError(
+            message, expected=" | ".join(takes), got=payload_type, where="payload"
+        )
+    size = payload_size(payload)
+    if size > limits.max_payload_bytes:
+        message = (
+            f"the payload is {size} bytes; the {tier} tier allows "
+            f"{limits.max_payload_bytes}"
+        )
+        raise PayloadTooLarge(
+            message,
+            expected=f"<= {limits.max_payload_bytes}",
+            got=size,
+            where="payload",
+        )
+    expected = payload_type_of(organism, receivers[0])
+    try:
+        checked = validate_payload(payload, expected, organism)
+    except PayloadInvalid as error:
+        message = f"the payload does not fit {expected.name}: {error}"
+        raise ValidationError(
+            message,
+            expected=error.expected,
+            got=error.got,
+            where=f"payload.{error.where}" if error.where else "payload",
+        ) from error
+
+    chain = (trigger.source, entry)
+    first = Message(
+        id="1",
+        kind="trigger",
+        sender=trigger.source,
+        to=entry,
+        payload_type=expected.name,
+        payload=checked,
+        chain=chain,
+        thread_id=thread_id(run_id, chain),
+        receivers=len(receivers),
+    )
+    return RunTriggered(
+        run_id=run_id,
+        flow_id=flow_id,
+        revision=revision,
+        tier=tier,
+        trigger=trigger,
+        message=first,
+        limits=limits,
+        deadline=now + timedelta(seconds=limits.deadline_seconds),
+    )
+
+
+def complete_step(
+    state: RunState,
+    organism: Organism,
+    message: Message,
+    entry: int,
+    result: StepResult,
+) -> StepCompleted | None:
+    """Record the outcome of ``entry``'s step on ``message``.
+
+    Returns ``None`` when there is nothing to record: the step's outcome is
+    already committed (a duplicate delivery), or the run has ended.
+    """
+    if state.finished or (message.id, entry) in state.done:
+        return None
+
+    receivers = listeners_for(organism, message.to, message.payload_type)
+    listener = receivers[entry]
+    if result.limit is not None or result.outcome != "ok":
+        return StepCompleted(
+            message_id=message.id,
+            listener=listener.name,
+            entry=entry,
+            outcome=result.outcome,
+            error=result.error,
+            logs=result.logs,
+            started_at=result.started_at,
+            duration_ms=result.duration_ms,
+            attempt=result.attempt,
+            limit=result.limit,
+        )
+
+    routed = route(organism, state, message, listener, result.replies)
+    error = result.error
+    if routed.limit is not None:
+        error = StepError(code=routed.limit, message=routed.detail)
+    return StepCompleted(
+        message_id=message.id,
+        listener=listener.name,
+        entry=entry,
+        outcome=result.outcome,
+        sent=routed.sent,
+        dropped=routed.dropped,
+        error=error,
+        logs=result.logs,
+        started_at=result.started_at,
+        duration_ms=result.duration_ms,
+        attempt=result.attempt,
+        responded=routed.responded,
+        limit=routed.limit,
+    )
+
+
+def settle(state: RunState) -> RunCompleted | RunFailed | None:
+    """The event that ends the run, once its steps have decided it.
+
+    A run ends when a step produced its output or crossed a limit, or when no
+    message is owed a step any more. A run that goes quiet after a step failed,
+    without an output, has failed.
+    """
+    if state.finished or not state.exists:
+        return None
+    verdict = state.verdict
+    if verdict is not None and verdict.output is not None:
+        output = verdict.output
+        return RunCompleted(
+            output_type=output.payload_type, output=output.payload, steps=state.steps
+        )
+    if verdict is not None and verdict.reason is not None:
+        return RunFailed(
+            reason=verdict.reason,
+            message=verdict.message,
+            listener=verdict.listener,
+            steps=state.steps,
+        )
+    if state.open:
+        return None
+    if state.first_error is not None:
+        listener, error = state.first_error
+        message = f"listener {listener} failed ({error.code}): {error.message}"
+        return RunFailed(
+            reason="handler_error",
+            message=message,
+            listener=listener,
+            steps=state.steps,
+        )
+    return RunCompleted(steps=state.steps)
+
+
+def cancel(state: RunState, reason: str) -> RunCancelled:
+    """Stop the run: steps still owed are not run.
+
+    Raises:
+        ConflictError: The run has already ended.
+    """
+    if state.finished:
+        message = f"run {state.run_id} has already ended ({state.status})"
+        raise ConflictError(
+            message, expected="running", got=state.status, where=state.run_id
+        )
+    return RunCancelled(reason=reason, steps=state.steps)
+
+
+def expire(state: RunState, now: datetime) -> RunFailed | None:
+    """Fail the run if it is still open past its deadline (the watchdog's rule)."""
+    if state.finished or state.deadline is None or now < state.deadline:
+        return None
+    seconds = state.limits.deadline_seconds if state.limits else 0
+    message = f"the run was still open after its deadline of {seconds:g}s"
+    return RunFailed(reason="deadline", message=message, steps=state.steps)
+
+
+def is_owed(state: RunState, messages: Sequence[Message]) -> list[Message]:
+    """The messages among ``messages`` that still have steps to run."""
+    return [m for m in messages if m.id in state.open and not state.finished]

@@ -1,0 +1,1 @@
+"""Pump workers: any worker runs any step of any tenant's flow."""

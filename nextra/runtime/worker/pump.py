@@ -1,0 +1,348 @@
+"""The pump worker's loop: choose a flow fairly, pull its events, run their steps.
+
+A delivered run event names the messages owed a step (``run.triggered`` its
+first message, ``run.step_completed`` what the step sent on). For each, the
+worker runs the listener's handler, commits the outcome as one event at the
+run's version, and acknowledges the delivery only after that. A worker killed
+at any point leaves the event unacknowledged; the next delivery finds the steps
+already committed and runs only what is still owed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+import msgspec
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from nextra.app.organisms import Organisms
+from nextra.app.runs import RunCommands, RunJournal
+from nextra.domain.flows.model import Organism
+from nextra.domain.runs import decider
+from nextra.domain.runs.routing import listeners_for
+from nextra.domain.runs.state import RunState
+from nextra.events.envelope import AggregateRef
+from nextra.events.runs import Message, RunTriggered, StepCompleted, StepError
+from nextra.events.tenants import Tier
+from nextra.eventstore.flowqueues import (
+    WAKE_PREFIX,
+    FlowQueues,
+    WorkItem,
+    parse_wake,
+    wake_subject,
+)
+from nextra.kernel.logging import get_logger
+from nextra.runtime.worker.executor import StepRunner
+from nextra.runtime.worker.scheduler import FairScheduler
+
+__all__ = ("Worker", "WorkerSettings")
+
+log = get_logger(__name__)
+
+Overdue = Callable[[], Awaitable[Sequence[AggregateRef]]]
+_TIERS: frozenset[str] = frozenset({"free", "paid", "pro", "enterprise"})
+
+
+class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """How one worker process runs.
+
+    Attributes:
+        concurrency: Run events this worker works on at once.
+        quantum: The most events taken from one flow per turn.
+        max_deliver: Deliveries of an event before its run is failed as poison.
+        ack_wait: Seconds the server waits for an acknowledgement.
+        scan_interval: Seconds between looks at every flow's backlog, which
+            catches work whose wake-up was missed.
+        watchdog_interval: Seconds between looks for runs past their deadline.
+    """
+
+    concurrency: int = 64
+    quantum: int = 16
+    max_deliver: int = 5
+    ack_wait: float = 30.0
+    scan_interval: float = 1.0
+    watchdog_interval: float = 5.0
+
+
+class Worker:
+    """One pump worker process's loop.
+
+    Args:
+        overdue: Lists runs still open past their deadline (the watchdog's
+            query); ``None`` leaves the watchdog off.
+    """
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        queues: FlowQueues,
+        organisms: Organisms,
+        runs: RunCommands,
+        runner: StepRunner,
+        settings: WorkerSettings,
+        *,
+        overdue: Overdue | None = None,
+    ) -> None:
+        self._nc = nc
+        self._queues = queues
+        self._organisms = organisms
+        self._runs = runs
+        self._journal: RunJournal = runs.journal
+        self._runner = runner
+        self._settings = settings
+        self._overdue = overdue
+        self._scheduler = FairScheduler()
+        self._woken = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._busy = 0
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Work until ``stopping`` is set, then finish what is in hand."""
+        await self._queues.start()
+        wake = await self._nc.subscribe(f"{WAKE_PREFIX}.>", cb=self._on_wake)
+        background = [
+            asyncio.create_task(self._scan(stopping), name="worker scan"),
+        ]
+        if self._overdue is not None:
+            background.append(
+                asyncio.create_task(self._watch(stopping), name="worker watchdog")
+            )
+        log.info("worker.started", concurrency=self._settings.concurrency)
+        try:
+            await self._loop(stopping)
+        finally:
+            await wake.unsubscribe()
+            for task in background:
+                task.cancel()
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=self._settings.ack_wait)
+            log.info("worker.stopped")
+
+    async def _loop(self, stopping: asyncio.Event) -> None:
+        settings = self._settings
+        while not stopping.is_set():
+            if self._busy >= settings.concurrency:
+                self._slot_freed.clear()
+                await _first(self._slot_freed, stopping, timeout=1.0)
+                continue
+            pick = self._scheduler.next()
+            if pick is None:
+                self._woken.clear()
+                await _first(self._woken, stopping, timeout=settings.scan_interval)
+                continue
+
+            tenant_id, flow_id = pick
+            room = min(settings.quantum, settings.concurrency - self._busy)
+            try:
+                items = await self._queues.pull(tenant_id, flow_id, room)
+            except Exception as error:  # noqa: BLE001 - the loop must go on
+                log.warning(
+                    "worker.pull_failed",
+                    tenant_id=tenant_id,
+                    flow_id=flow_id,
+                    error=str(error),
+                )
+                self._scheduler.idle(tenant_id, flow_id)
+                await asyncio.sleep(0.1)
+                continue
+            if not items:
+                self._scheduler.idle(tenant_id, flow_id)
+                continue
+            self._scheduler.served(tenant_id, flow_id, len(items))
+            for item in items:
+                self._busy += 1
+                task = asyncio.create_task(self._handle(item))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, item: WorkItem) -> None:
+        run = item.event.aggregate
+        heartbeat = asyncio.create_task(self._keep_alive(item.msg))
+        try:
+            await self._work(item)
+            await item.msg.ack()
+        except Exception as error:
+            log.exception(
+                "worker.step_failed",
+                tenant_id=run.tenant_id,
+                run_id=run.aggregate_id,
+                sequence=item.event.sequence,
+                error=str(error),
+            )
+            with contextlib.suppress(Exception):
+                await item.msg.nak(delay=1.0)
+        finally:
+            heartbeat.cancel()
+            self._busy -= 1
+            self._slot_freed.set()
+            if run.partition is not None:
+                # Its next steps, if any, are waiting on the same flow.
+                self._scheduler.wake(run.tenant_id, run.partition)
+                self._woken.set()
+
+    async def _work(self, item: WorkItem) -> None:
+        event = item.event.event
+        run = item.event.aggregate
+        if isinstance(event, RunTriggered):
+            self._scheduler.wake(run.tenant_id, run.partition or "", event.tier)
+            messages: tuple[Message, ...] = (event.message,)
+        elif isinstance(event, StepCompleted):
+            messages = tuple(sent for sent in event.sent if sent.receivers > 0)
+        else:
+            return
+
+        state = await self._journal.state(run, at_least=item.event.sequence)
+        if state.finished:
+            return
+        if messages:
+            organism = await self._organisms.at(
+                run.tenant_id, state.flow_id, state.revision
+            )
+            await asyncio.gather(
+                *(
+                    self._deliver(run, state, organism, message, item.attempt)
+                    for message in messages
+                )
+            )
+        async with self._lock(run):
+            await self._journal.settle(run, state)
+        if state.status != "running":
+            self._locks.pop(run.aggregate_id, None)
+
+    async def _deliver(
+        self,
+        run: AggregateRef,
+        state: RunState,
+        organism: Organism,
+        message: Message,
+        attempt: int,
+    ) -> None:
+        receivers = listeners_for(organism, message.to, message.payload_type)
+        # Listeners sharing a name and type take the message one after the
+        # other, in declaration order, as in xml-pipeline.
+        for entry, listener in enumerate(receivers):
+            if state.finished:
+                return
+            if (message.id, entry) in state.done:
+                continue
+            if decider.expire(state, datetime.now(UTC)) is not None:
+                async with self._lock(run):
+                    await self._runs.expire(run)
+                return
+
+            if attempt >= self._settings.max_deliver:
+                result = decider.StepResult(
+                    outcome="refused",
+                    error=StepError(
+                        code="poison",
+                        message=(
+                            f"the step was delivered {attempt} times without "
+                            "finishing; its worker crashed or stalled each time"
+                        ),
+                    ),
+                    started_at=datetime.now(UTC),
+                    duration_ms=0.0,
+                    attempt=attempt,
+                    limit="poison",
+                )
+            else:
+                result = await self._runner.run(
+                    organism, listener, message, state, attempt=attempt
+                )
+            await self._record(run, state, organism, message, entry, result)
+
+    async def _record(
+        self,
+        run: AggregateRef,
+        state: RunState,
+        organism: Organism,
+        message: Message,
+        entry: int,
+        result: decider.StepResult,
+    ) -> None:
+        command_id = f"{run.aggregate_id}:{message.id}:{entry}"
+        async with self._lock(run):
+            while True:
+                step = decider.complete_step(state, organism, message, entry, result)
+                if step is None:
+                    return
+                if await self._journal.commit(run, state, step, command_id=command_id):
+                    break
+        log.info(
+            "step.completed",
+            tenant_id=run.tenant_id,
+            flow_id=run.partition,
+            run_id=run.aggregate_id,
+            message_id=message.id,
+            listener=step.listener,
+            outcome=step.outcome,
+            sent=len(step.sent),
+            dropped=len(step.dropped),
+            duration_ms=step.duration_ms,
+        )
+        if any(sent.receivers > 0 for sent in step.sent) and run.partition:
+            self._scheduler.wake(run.tenant_id, run.partition, state.tier)
+            self._woken.set()
+            await self._nc.publish(
+                wake_subject(run.tenant_id, run.partition), state.tier.encode()
+            )
+
+    def _lock(self, run: AggregateRef) -> asyncio.Lock:
+        lock = self._locks.get(run.aggregate_id)
+        if lock is None:
+            lock = self._locks[run.aggregate_id] = asyncio.Lock()
+        return lock
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        # A long step must not be handed to another worker while it runs.
+        while True:
+            await asyncio.sleep(self._settings.ack_wait / 3)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    async def _on_wake(self, msg: Msg) -> None:
+        parsed = parse_wake(msg.subject)
+        if parsed is None:
+            return
+        text = msg.data.decode(errors="replace")
+        tier: Tier | None = text if text in _TIERS else None  # type: ignore[assignment]
+        self._scheduler.wake(*parsed, tier)
+        self._woken.set()
+
+    async def _scan(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            try:
+                for queue in await self._queues.backlogs():
+                    if queue.pending or queue.in_flight:
+                        self._scheduler.wake(queue.tenant_id, queue.flow_id)
+                        self._woken.set()
+            except Exception as error:  # noqa: BLE001 - retried next interval
+                log.warning("worker.scan_failed", error=str(error))
+            await _first(stopping, timeout=self._settings.scan_interval)
+
+    async def _watch(self, stopping: asyncio.Event) -> None:
+        assert self._overdue is not None
+        while not stopping.is_set():
+            try:
+                for run in await self._overdue():
+                    async with self._lock(run):
+                        await self._runs.expire(run)
+            except Exception as error:  # noqa: BLE001 - retried next interval
+                log.warning("worker.watchdog_failed", error=str(error))
+            await _first(stopping, timeout=self._settings.watchdog_interval)
+
+
+async def _first(*events: asyncio.Event, timeout: float) -> None:
+    """Wait until any of ``events`` is set, or ``timeout`` passes."""
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when="FIRST_COMPLETED")
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -1,0 +1,222 @@
+"""Trusted handlers and payloads for the runtime's tests: the organism spec's cases.
+
+Every handler records its invocation in ``CALLS`` under the run id, so a test
+can check the order, the metadata and the payloads of its own run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from typing import Any
+
+from nextra.sdk import HandlerMetadata, HandlerResponse, SystemError, payload
+
+log = logging.getLogger(__name__)
+
+
+@payload
+class Msg:
+    text: str
+
+
+@payload
+class Count:
+    n: int
+
+
+class Call:
+    """One handler invocation as a test sees it."""
+
+    def __init__(self, listener: str, value: Any, metadata: HandlerMetadata) -> None:
+        self.listener = listener
+        self.value = value
+        self.from_id = metadata.from_id
+        self.thread_id = metadata.thread_id
+        self.is_self_call = metadata.is_self_call
+        self.history = metadata.history
+
+    def __repr__(self) -> str:
+        return f"{self.listener}({self.value!r} from {self.from_id})"
+
+
+CALLS: dict[str, list[Call]] = defaultdict(list)
+
+
+def _record(listener: str, value: Any, metadata: HandlerMetadata) -> None:
+    CALLS[metadata.run_id].append(Call(listener, value, metadata))
+
+
+# T01: a linear forward chain.
+async def chain_a(message: Msg, metadata: HandlerMetadata) -> HandlerResponse:
+    _record("a", message.text, metadata)
+    return HandlerResponse(Msg(message.text + ">a"), to="b")
+
+
+async def chain_b(message: Msg, metadata: HandlerMetadata) -> HandlerResponse:
+    _record("b", message.text, metadata)
+    return HandlerResponse(Msg(message.text + ">b"), to="c")
+
+
+async def chain_c(message: Msg, metadata: HandlerMetadata) -> None:
+    _record("c", message.text, metadata)
+
+
+# T04: a forward to nobody.
+async def to_nowhere(message: Msg, metadata: HandlerMetadata) -> HandlerResponse:
+    _record("a", message.text, metadata)
+    return HandlerResponse(message, to="nosuch")
+
+
+# T08: an agent sending outside its peers.
+async def to_c(message: Msg, metadata: HandlerMetadata) -> HandlerResponse:
+    _record("a", message.text, metadata)
+    return HandlerResponse(message, to="c")
+
+
+async def hears_error(error: SystemError, metadata: HandlerMetadata) -> None:
+    _record("a!", error.code, metadata)
+
+
+async def sink(message: Msg, metadata: HandlerMetadata) -> None:
+    _record("sink", message.text, metadata)
+
+
+async def sink_c(message: Msg, metadata: HandlerMetadata) -> None:
+    _record("c", message.text, metadata)
+
+
+# T12 and T15: self-loops.
+async def count_to_five(count: Count, metadata: HandlerMetadata) -> Any:
+    _record("looper", count.n, metadata)
+    if count.n < 5:
+        return HandlerResponse(Count(count.n + 1), to="looper")
+    return None
+
+
+async def spin(count: Count, metadata: HandlerMetadata) -> HandlerResponse:
+    _record("spin", count.n, metadata)
+    return HandlerResponse(Count(count.n + 1), to="spin")
+
+
+# Respond through a three-deep chain: a, b, c, b, a, then the trigger.
+def _relay(name: str, callee: str | None) -> Any:
+    async def relay(message: Msg, metadata: HandlerMetadata) -> HandlerResponse:
+        _record(name, message.text, metadata)
+        if callee is not None and metadata.from_id != callee:
+            return HandlerResponse(Msg(message.text + f">{name}"), to=callee)
+        return HandlerResponse.respond(Msg(message.text + f"<{name}"))
+
+    relay.__name__ = f"relay_{name}"
+    return relay
+
+
+relay_a = _relay("a", "b")
+relay_b = _relay("b", "c")
+relay_c = _relay("c", None)
+
+
+# Self-iteration, then respond: the stack-like unwinding of xml-pipeline.
+async def caller(count: Count, metadata: HandlerMetadata) -> HandlerResponse:
+    _record("caller", count.n, metadata)
+    if metadata.from_id == "looper":
+        return HandlerResponse.respond(count)
+    return HandlerResponse(Count(0), to="looper")
+
+
+async def looper(count: Count, metadata: HandlerMetadata) -> HandlerResponse:
+    _record("looper", count.n, metadata)
+    if count.n < 3:
+        return HandlerResponse(Count(count.n + 1), to="looper")
+    return HandlerResponse.respond(Count(count.n * 100))
+
+
+# Late replies: root -> a, which fans out to b (fast) and c (slow).
+async def root(message: Msg, metadata: HandlerMetadata) -> Any:
+    _record("root", message.text, metadata)
+    if metadata.from_id == "a":
+        return None
+    return HandlerResponse(message, to="a")
+
+
+async def fan_out_and_answer(message: Msg, metadata: HandlerMetadata) -> Any:
+    _record("a", message.text, metadata)
+    if metadata.from_id in ("b", "c"):
+        return HandlerResponse.respond(Msg("a heard " + message.text))
+    return [HandlerResponse(message, to="b"), HandlerResponse(message, to="c")]
+
+
+async def quick(message: Msg, metadata: HandlerMetadata) -> HandlerResponse:
+    _record("b", message.text, metadata)
+    return HandlerResponse.respond(Msg("b"))
+
+
+async def slow(message: Msg, metadata: HandlerMetadata) -> HandlerResponse:
+    _record("c", message.text, metadata)
+    await asyncio.sleep(0.5)
+    return HandlerResponse.respond(Msg("c"))
+
+
+# Explicit fan-out, and its limit.
+async def fan_out(message: Msg, metadata: HandlerMetadata) -> list[HandlerResponse]:
+    _record("a", message.text, metadata)
+    width = int(message.text)
+    return [HandlerResponse(Msg(str(i)), to="b") for i in range(width)]
+
+
+# Thread memory: a asks b, and on the answer looks at its thread.
+async def ask_b(message: Msg, metadata: HandlerMetadata) -> Any:
+    _record("a", message.text, metadata)
+    if metadata.from_id == "b":
+        seen = [f"{m.sender}:{m.payload['text']}" for m in metadata.history]
+        return HandlerResponse.respond(Msg(" | ".join(seen)))
+    return HandlerResponse(Msg("question"), to="b")
+
+
+async def answer(message: Msg, metadata: HandlerMetadata) -> HandlerResponse:
+    _record("b", message.text, metadata)
+    return HandlerResponse.respond(Msg("answer"))
+
+
+# Limits and failures.
+async def sleepy(message: Msg, metadata: HandlerMetadata) -> None:
+    _record("sleepy", message.text, metadata)
+    await asyncio.sleep(float(message.text))
+
+
+async def broken(message: Msg, metadata: HandlerMetadata) -> None:
+    _record("broken", message.text, metadata)
+    log.warning("about to fail on %s", message.text)
+    raise RuntimeError("the handler broke")
+
+
+async def wrong_return(message: Msg, metadata: HandlerMetadata) -> Any:
+    _record("wrong", message.text, metadata)
+    return "a plain string"
+
+
+async def echo_verbatim(message: Msg, metadata: HandlerMetadata) -> HandlerResponse:
+    _record("echo", message.text, metadata)
+    log.info("echoing %s", message.text)
+    return HandlerResponse.respond(message)
+
+
+# Duplicate names: each entry takes the message, in declaration order.
+async def first_of_two(message: Msg, metadata: HandlerMetadata) -> None:
+    _record("dup#1", message.text, metadata)
+
+
+async def second_of_two(message: Msg, metadata: HandlerMetadata) -> None:
+    _record("dup#2", message.text, metadata)
+
+
+async def to_dup(message: Msg, metadata: HandlerMetadata) -> HandlerResponse:
+    _record("a", message.text, metadata)
+    return HandlerResponse(message, to="DUP")
+
+
+# Light steps for load tests: respond at once.
+async def respond_at_once(message: Msg, metadata: HandlerMetadata) -> HandlerResponse:
+    _record("once", message.text, metadata)
+    return HandlerResponse.respond(message)

@@ -1,0 +1,371 @@
+"""The organism spec's behaviours, run by a real worker on real JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+
+from nextra.events.runs import RunFailed, StepCompleted
+from tests.runtime.conftest import Runtime
+from tests.runtime.flowkit import CALLS
+
+K = "tests.runtime.flowkit"
+
+
+def organism(*listeners: str, extra: str = "") -> str:
+    body = "\n".join(listeners)
+    return f"organism:\n  name: t\n{extra}listeners:\n{body}\n"
+
+
+def listener(
+    name: str,
+    handler: str,
+    payload: str = "Msg",
+    *,
+    more: str = "",
+) -> str:
+    text = (
+        f"  - name: {name}\n"
+        f"    description: {name}\n"
+        f"    handler: {K}.{handler}\n"
+        f"    payload_class: {K}.{payload}\n"
+    )
+    for line in more.splitlines():
+        text += f"    {line}\n"
+    return text
+
+
+def order(run_id: str) -> list[str]:
+    return [call.listener for call in CALLS[run_id]]
+
+
+async def test_t01_linear_forward_chain(runtime: Runtime) -> None:
+    flow = await runtime.flow(
+        organism(
+            listener("a", "chain_a"), listener("b", "chain_b"), listener("c", "chain_c")
+        )
+    )
+
+    state = await runtime.run(flow, {"text": "hi"})
+
+    assert state.status == "completed"
+    calls = CALLS[state.run_id]
+    assert order(state.run_id) == ["a", "b", "c"]
+    assert calls[2].value == "hi>a>b"
+    assert calls[2].from_id == "b"
+    assert calls[0].from_id == "user:tester"
+    assert len({call.thread_id for call in calls}) == 3
+
+
+async def test_t04_forward_to_unknown_listener_is_recorded(runtime: Runtime) -> None:
+    flow = await runtime.flow(organism(listener("a", "to_nowhere")))
+
+    state = await runtime.run(flow, {"text": "x"})
+
+    assert order(state.run_id) == ["a"]
+    steps = [
+        e.event
+        for e in await runtime.events(flow, state.run_id)
+        if isinstance(e.event, StepCompleted)
+    ]
+    [dropped] = steps[0].dropped
+    assert dropped.reason == "unroutable"
+    assert "nosuch.msg" in dropped.detail
+    assert state.status == "completed"
+
+
+async def test_t08_peer_violation_is_blocked_and_recorded(runtime: Runtime) -> None:
+    flow = await runtime.flow(
+        organism(
+            listener("a", "to_c", more="agent: true\npeers: [b]"),
+            listener("b", "sink"),
+            listener("c", "sink_c"),
+        )
+    )
+
+    state = await runtime.run(flow, {"text": "x"})
+
+    assert order(state.run_id) == ["a"]
+    step = next(
+        e.event
+        for e in await runtime.events(flow, state.run_id)
+        if isinstance(e.event, StepCompleted)
+    )
+    assert [d.reason for d in step.dropped] == ["peer_violation"]
+
+
+async def test_agent_that_accepts_system_error_hears_of_its_violation(
+    runtime: Runtime,
+) -> None:
+    flow = await runtime.flow(
+        organism(
+            listener("a", "to_c", more="agent: true\npeers: [b]"),
+            listener(
+                "a",
+                "hears_error",
+                "SystemError",
+                more="agent: true\npeers: [b]",
+            ).replace(f"{K}.SystemError", "SystemError"),
+            listener("b", "sink"),
+            listener("c", "sink_c"),
+        )
+    )
+
+    state = await runtime.run(flow, {"text": "x"})
+
+    assert order(state.run_id) == ["a", "a!"]
+    assert CALLS[state.run_id][1].value == "routing"
+    assert CALLS[state.run_id][1].thread_id == CALLS[state.run_id][0].thread_id
+
+
+async def test_t12_self_loop_ends_when_the_handler_stops(runtime: Runtime) -> None:
+    flow = await runtime.flow(
+        organism(
+            listener(
+                "looper", "count_to_five", "Count", more="agent: true\npeers: [looper]"
+            )
+        )
+    )
+
+    state = await runtime.run(flow, {"n": 0}, "Count")
+
+    calls = CALLS[state.run_id]
+    assert [call.value for call in calls] == [0, 1, 2, 3, 4, 5]
+    assert [call.is_self_call for call in calls] == [False] + [True] * 5
+    assert len({call.thread_id for call in calls}) == 6
+    assert state.status == "completed"
+
+
+async def test_t15_endless_loop_stops_at_the_hop_limit(runtime: Runtime) -> None:
+    flow = await runtime.flow(organism(listener("spin", "spin", "Count")), tier="free")
+
+    state = await runtime.run(flow, {"n": 0}, "Count")
+
+    events = await runtime.events(flow, state.run_id)
+    assert state.status == "failed"
+    assert isinstance(events[-1].event, RunFailed)
+    assert events[-1].event.reason == "hop_limit"
+    # The free tier allows 100 messages per run: 100 invocations, none after.
+    assert len(CALLS[state.run_id]) == 100
+    await asyncio.sleep(0.3)
+    assert len(CALLS[state.run_id]) == 100
+
+
+async def test_respond_unwinds_a_three_deep_chain_to_the_trigger(
+    runtime: Runtime,
+) -> None:
+    flow = await runtime.flow(
+        organism(
+            listener("a", "relay_a"), listener("b", "relay_b"), listener("c", "relay_c")
+        )
+    )
+
+    state = await runtime.run(flow, {"text": "q"})
+
+    assert order(state.run_id) == ["a", "b", "c", "b", "a"]
+    calls = CALLS[state.run_id]
+    assert calls[3].thread_id == calls[1].thread_id
+    assert calls[4].thread_id == calls[0].thread_id
+    assert state.status == "completed"
+    assert state.verdict is not None
+    assert state.verdict.output is not None
+    assert state.verdict.output.payload == {"text": "q>a>b<c<b<a"}
+
+
+async def test_self_iteration_then_respond_unwinds_every_frame(
+    runtime: Runtime,
+) -> None:
+    flow = await runtime.flow(
+        organism(
+            listener("caller", "caller", "Count"), listener("looper", "looper", "Count")
+        )
+    )
+
+    state = await runtime.run(flow, {"n": 7}, "Count")
+
+    calls = CALLS[state.run_id]
+    assert [(call.listener, call.value) for call in calls] == [
+        ("caller", 7),
+        ("looper", 0),
+        ("looper", 1),
+        ("looper", 2),
+        ("looper", 3),
+        ("looper", 300),
+        ("looper", 30000),
+        ("looper", 3000000),
+        ("caller", 300000000),
+    ]
+    assert [call.is_self_call for call in calls[1:8]] == [False] + [True] * 6
+    assert state.verdict is not None
+    assert state.verdict.output is not None
+    assert state.verdict.output.payload == {"n": 300000000}
+
+
+async def test_late_reply_is_dropped_and_recorded(runtime: Runtime) -> None:
+    flow = await runtime.flow(
+        organism(
+            listener("root", "root"),
+            listener("a", "fan_out_and_answer"),
+            listener("b", "quick"),
+            listener("c", "slow"),
+        )
+    )
+
+    state = await runtime.run(flow, {"text": "go"})
+
+    # a answered root once b replied; c's reply came after and is not delivered.
+    assert order(state.run_id).count("a") == 2
+    assert order(state.run_id).count("root") == 2
+    drops = [
+        dropped
+        for e in await runtime.events(flow, state.run_id)
+        if isinstance(e.event, StepCompleted)
+        for dropped in e.event.dropped
+    ]
+    assert [d.reason for d in drops] == ["late_reply"]
+    assert drops[0].sender == "c"
+    assert state.status == "completed"
+
+
+async def test_fan_out_delivers_every_reply(runtime: Runtime) -> None:
+    flow = await runtime.flow(organism(listener("a", "fan_out"), listener("b", "sink")))
+
+    state = await runtime.run(flow, {"text": "5"})
+
+    received = sorted(
+        call.value for call in CALLS[state.run_id] if call.listener == "sink"
+    )
+    assert received == ["0", "1", "2", "3", "4"]
+    assert state.status == "completed"
+
+
+async def test_fan_out_beyond_the_tier_fails_the_run(runtime: Runtime) -> None:
+    flow = await runtime.flow(
+        organism(listener("a", "fan_out"), listener("b", "sink")), tier="free"
+    )
+
+    state = await runtime.run(flow, {"text": "11"})
+
+    events = await runtime.events(flow, state.run_id)
+    assert isinstance(events[-1].event, RunFailed)
+    assert events[-1].event.reason == "fan_out_limit"
+    assert order(state.run_id) == ["a"]
+
+
+async def test_concurrent_runs_have_disjoint_threads(runtime: Runtime) -> None:
+    flow = await runtime.flow(
+        organism(
+            listener("a", "chain_a"), listener("b", "chain_b"), listener("c", "chain_c")
+        )
+    )
+
+    first, second = await asyncio.gather(
+        runtime.run(flow, {"text": "one"}), runtime.run(flow, {"text": "two"})
+    )
+
+    threads_one = {call.thread_id for call in CALLS[first.run_id]}
+    threads_two = {call.thread_id for call in CALLS[second.run_id]}
+    assert len(threads_one) == len(threads_two) == 3
+    assert not threads_one & threads_two
+    assert CALLS[first.run_id][2].value == "one>a>b"
+    assert CALLS[second.run_id][2].value == "two>a>b"
+
+
+async def test_thread_memory_holds_the_messages_of_the_thread(
+    runtime: Runtime,
+) -> None:
+    flow = await runtime.flow(organism(listener("a", "ask_b"), listener("b", "answer")))
+
+    state = await runtime.run(flow, {"text": "start"})
+
+    assert state.verdict is not None
+    assert state.verdict.output is not None
+    # a's thread saw the trigger's message and b's answer, nothing of b's own.
+    assert state.verdict.output.payload == {"text": "user:tester:start | b:answer"}
+
+
+async def test_duplicate_names_take_the_message_in_order(runtime: Runtime) -> None:
+    flow = await runtime.flow(
+        organism(
+            listener("a", "to_dup"),
+            listener("dup", "first_of_two"),
+            listener("dup", "second_of_two"),
+        )
+    )
+
+    state = await runtime.run(flow, {"text": "x"})
+
+    assert order(state.run_id) == ["a", "dup#1", "dup#2"]
+    assert state.status == "completed"
+
+
+async def test_strings_arrive_verbatim(runtime: Runtime) -> None:
+    flow = await runtime.flow(organism(listener("echo", "echo_verbatim")))
+
+    for text in ("007", "true", "1.50", "NaN", " spaced "):
+        state = await runtime.run(flow, {"text": text})
+        assert CALLS[state.run_id][0].value == text
+        assert state.verdict is not None
+        assert state.verdict.output is not None
+        assert state.verdict.output.payload == {"text": text}
+
+
+async def test_handler_error_fails_the_run_with_its_reason_and_logs(
+    runtime: Runtime,
+) -> None:
+    flow = await runtime.flow(organism(listener("broken", "broken")))
+
+    state = await runtime.run(flow, {"text": "x"})
+
+    events = await runtime.events(flow, state.run_id)
+    step = events[1].event
+    assert isinstance(step, StepCompleted)
+    assert step.outcome == "error"
+    assert step.error is not None
+    assert "the handler broke" in step.error.message
+    assert [line.message for line in step.logs] == ["about to fail on x"]
+    failed = events[-1].event
+    assert isinstance(failed, RunFailed)
+    assert failed.reason == "handler_error"
+    assert failed.listener == "broken"
+
+
+async def test_invalid_return_is_recorded(runtime: Runtime) -> None:
+    flow = await runtime.flow(organism(listener("wrong", "wrong_return")))
+
+    state = await runtime.run(flow, {"text": "x"})
+
+    events = await runtime.events(flow, state.run_id)
+    step = events[1].event
+    assert isinstance(step, StepCompleted)
+    assert step.outcome == "invalid_return"
+    assert state.status == "failed"
+
+
+async def test_handler_timeout_ends_the_run(runtime: Runtime) -> None:
+    flow = await runtime.flow(
+        organism(listener("sleepy", "sleepy", more="timeout_seconds: 0.2"))
+    )
+
+    state = await runtime.run(flow, {"text": "5"})
+
+    events = await runtime.events(flow, state.run_id)
+    failed = events[-1].event
+    assert isinstance(failed, RunFailed)
+    assert failed.reason == "handler_timeout"
+    assert failed.listener == "sleepy"
+
+
+async def test_cancel_stops_a_run(runtime: Runtime) -> None:
+    flow = await runtime.flow(organism(listener("sleepy", "sleepy")))
+    triggered = await runtime.trigger(flow, {"text": "0.5"})
+    while not CALLS[triggered.run_id]:
+        await asyncio.sleep(0.01)
+
+    await runtime.runs.cancel(flow.tenant_id, triggered.run_id, actor="user:tester")
+
+    state = await runtime.ended(flow, triggered.run_id)
+    assert state.status == "cancelled"
+    await asyncio.sleep(0.8)
+    events = await runtime.events(flow, triggered.run_id)
+    # The handler's late outcome was not recorded on the ended run.
+    assert [type(e.event).__name__ for e in events] == ["RunTriggered", "RunCancelled"]
