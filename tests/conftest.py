@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from nextra.devstack.nats import EmbeddedNats
 from nextra.devstack.postgres import EmbeddedPostgres, asyncpg_dsn, ensure_database
 from nextra.events.catalogue import REGISTRY
-from nextra.eventstore.jetstream import JetStreamEventStore
+from nextra.eventstore.jetstream import RUNS_STREAM, JetStreamEventStore
 from nextra.eventstore.topology import apply_streams, load_stream_definitions
 from nextra.kernel.settings import project_root
 from nextra.readmodels.database import create_engine, upgrade_database
@@ -130,6 +130,12 @@ async def events_stream(nc: NatsClient) -> str:
 @pytest.fixture
 async def store(nc: NatsClient, events_stream: str) -> JetStreamEventStore:
     return JetStreamEventStore(nc, REGISTRY, stream=events_stream, timeout=2.0)
+
+
+@pytest.fixture
+async def runs_store(nc: NatsClient, events_stream: str) -> JetStreamEventStore:
+    """The store of run events; ``events_stream`` made NX_RUNS fresh too."""
+    return JetStreamEventStore(nc, REGISTRY, stream=RUNS_STREAM, timeout=2.0)
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from litestar import Request
+from litestar import Request, WebSocket
+from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 
 from nextra.api.context import ApiContext
@@ -16,7 +17,13 @@ from nextra.auth.jwt import JwksVerifier
 from nextra.kernel.errors import NextraError
 from nextra.readmodels.access import read_api_key, read_member
 
-__all__ = ("Forbidden", "Principal", "provide_principal")
+__all__ = (
+    "Forbidden",
+    "Principal",
+    "authenticate",
+    "provide_principal",
+    "socket_token",
+)
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
@@ -37,8 +44,8 @@ class Forbidden(NextraError):
     code = "forbidden"
 
 
-def _bearer(request: Request[Any, Any, Any]) -> str:
-    header = request.headers.get("authorization", "")
+def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         message = "send an API key or a session token as 'Authorization: Bearer ...'"
@@ -55,7 +62,35 @@ async def provide_principal(
         AuthenticationError: No credentials, or credentials that do not verify.
         Forbidden: A valid session of a user who is not a member of its tenant.
     """
-    token = _bearer(request)
+    return await authenticate(_bearer(request), context)
+
+
+def socket_token(socket: WebSocket[Any, Any, Any]) -> str:
+    """The token a WebSocket caller sent.
+
+    ``Authorization: Bearer`` as on HTTP routes, or else ``?access_token=``:
+    browsers cannot set headers on a WebSocket. Only WebSocket routes read the
+    query, and nothing logs it (request logs carry the path alone).
+    """
+    if "authorization" in socket.headers:
+        return _bearer(socket)
+    token = socket.query_params.get("access_token", "").strip()
+    if not token:
+        message = (
+            "send an API key or a session token as 'Authorization: Bearer ...' "
+            "or as ?access_token=..."
+        )
+        raise AuthenticationError(message, reason="missing-header")
+    return token
+
+
+async def authenticate(token: str, context: ApiContext) -> Principal:
+    """The principal a bearer token stands for.
+
+    Raises:
+        AuthenticationError: Credentials that do not verify.
+        Forbidden: A valid session of a user who is not a member of its tenant.
+    """
     if token.startswith("nx_"):
         return await _from_api_key(token, context)
     if context.sessions is None:

@@ -71,6 +71,19 @@ async def serve_projector(settings: Settings) -> int:
     return 0
 
 
+async def serve_worker(settings: Settings) -> int:
+    from nextra.cli.worker import run_worker_process
+
+    platform = await Platform.connect(settings, name="nextra-worker")
+    stopping = asyncio.Event()
+    stop_on_signals(stopping)
+    try:
+        await run_worker_process(platform, stopping)
+    finally:
+        await platform.close()
+    return 0
+
+
 async def streams_apply(settings: Settings, *, dry_run: bool) -> int:
     platform = await Platform.connect(settings, name="nextra-streams")
     try:
@@ -128,7 +141,7 @@ async def projections_rebuild(settings: Settings, *, name: str) -> int:
             message = f"no projection named {name!r}; known: {known}"
             raise NotFoundError(message, got=name, where="projections/")
         report = await rebuild_projection(
-            spec, spec.create(), platform.engine, platform.store
+            spec, spec.create(), platform.engine, platform.store_for(spec.subject)
         )
     finally:
         await platform.close()

@@ -78,7 +78,7 @@ async def run_projector_process(platform: Platform, stopping: asyncio.Event) -> 
     await run_projector(
         platform.projections,
         nc=platform.nc,
-        store=platform.store,
+        store_for=platform.store_for,
         engine=platform.engine,
         stopping=stopping,
         batch_size=platform.settings.projector_batch_size,

@@ -11,12 +11,14 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -26,6 +28,9 @@ __all__ = (
     "flows",
     "metadata",
     "projection_checkpoints",
+    "run_messages",
+    "run_steps",
+    "runs",
     "tenant_members",
     "tenants",
 )
@@ -119,4 +124,98 @@ api_keys = Table(
     Column("created_by", String(200), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     Index("ix_api_keys_tenant", "tenant_id"),
+)
+
+# One row per run: how it was triggered, where it stands, how it ended.
+runs = Table(
+    "runs",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("run_id", String(64), primary_key=True),
+    Column("flow_id", String(64), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("trigger_kind", String(20), nullable=False),
+    Column("trigger_source", Text, nullable=False),
+    Column("triggered_at", DateTime(timezone=True), nullable=False),
+    Column("deadline", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("duration_ms", BigInteger, nullable=True),
+    Column("steps", Integer, nullable=False),
+    Column("error_reason", String(40), nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("error_listener", Text, nullable=True),
+    Column("output_type", Text, nullable=True),
+    Column("output", JSONB(none_as_null=True), nullable=True),
+    # Stream sequence of the last event applied to the row.
+    Column("version", BigInteger, nullable=False),
+    # A flow's runs, newest first, optionally within a time window.
+    Index(
+        "ix_runs_tenant_flow_triggered",
+        "tenant_id",
+        "flow_id",
+        "triggered_at",
+        "run_id",
+    ),
+    Index(
+        "ix_runs_tenant_flow_status",
+        "tenant_id",
+        "flow_id",
+        "status",
+        "triggered_at",
+    ),
+    # The watchdog's question: which running runs are past their deadline.
+    Index(
+        "ix_runs_running_deadline",
+        "deadline",
+        postgresql_where=text("status = 'running'"),
+    ),
+)
+
+# Every message of a run: the trigger's and each one a step sent on. A step's
+# incoming message is looked up here.
+run_messages = Table(
+    "run_messages",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("run_id", String(64), primary_key=True),
+    Column("message_id", Text, primary_key=True),
+    Column("kind", String(20), nullable=False),
+    Column("sender", Text, nullable=False),
+    Column("to", Text, nullable=False),
+    Column("payload_type", Text, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("chain", JSONB, nullable=False),
+    Column("thread_id", Text, nullable=False),
+    Column("receivers", Integer, nullable=False),
+    Column("sequence", BigInteger, nullable=False),
+)
+
+# One row per completed step, with its incoming message copied in from
+# run_messages (NULL where that message is unknown).
+run_steps = Table(
+    "run_steps",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("run_id", String(64), primary_key=True),
+    Column("message_id", Text, primary_key=True),
+    Column("entry", Integer, primary_key=True),
+    Column("listener", Text, nullable=False),
+    Column("sender", Text, nullable=True),
+    Column("payload_type", Text, nullable=True),
+    Column("payload", JSONB(none_as_null=True), nullable=True),
+    Column("chain", JSONB(none_as_null=True), nullable=True),
+    Column("thread_id", Text, nullable=True),
+    Column("outcome", String(20), nullable=False),
+    Column("error_code", Text, nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("limit_reason", String(40), nullable=True),
+    Column("dropped", JSONB, nullable=False),
+    Column("sent", JSONB, nullable=False),
+    Column("sent_count", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("duration_ms", Float, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("logs", JSONB, nullable=False),
+    Column("sequence", BigInteger, nullable=False),
 )

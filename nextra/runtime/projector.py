@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from nats.aio.client import Client as NatsClient
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,18 +22,26 @@ async def run_projector(
     specs: Sequence[ProjectionSpec],
     *,
     nc: NatsClient,
-    store: JetStreamEventStore,
+    store_for: Callable[[str], JetStreamEventStore],
     engine: AsyncEngine,
     stopping: asyncio.Event,
     batch_size: int = 500,
 ) -> None:
     """Run every projection until ``stopping`` is set.
 
-    A projection that cannot run (say, its version changed and it awaits a
-    rebuild) is logged and left stopped; the others go on.
+    Each projection follows the store whose stream holds its subject, as
+    ``store_for`` tells. A projection that cannot run (say, its version changed
+    and it awaits a rebuild) is logged and left stopped; the others go on.
     """
     runners = [
-        ProjectionRunner(spec, spec.create(), engine, store, nc, batch_size=batch_size)
+        ProjectionRunner(
+            spec,
+            spec.create(),
+            engine,
+            store_for(spec.subject),
+            nc,
+            batch_size=batch_size,
+        )
         for spec in specs
     ]
 

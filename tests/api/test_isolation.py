@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import pytest
 
+from nextra.eventstore.subjects import ALL_RUNS
+from nextra.readmodels.checkpoints import wait_projected
 from tests.api.conftest import Caller, Running
 from tests.app.test_flows import YAML
+from tests.readmodels.test_runs_projection import completed_run
 
 
 @pytest.fixture
@@ -26,6 +29,18 @@ async def setting(running: Running) -> tuple[Caller, Caller, str, str]:
     return owner, stranger, created.json()["id"], key.json()["id"]
 
 
+@pytest.fixture
+async def owner_run(running: Running, setting: tuple[Caller, Caller, str, str]) -> str:
+    """A finished run of the owner's flow, projected."""
+    owner, _, flow_id, _ = setting
+    store = running.platform.runs_store
+    run_id = await completed_run(store, owner.tenant_id, flow_id)
+    await wait_projected(
+        running.platform.engine, "runs", await store.last_sequence(ALL_RUNS), timeout=10
+    )
+    return run_id
+
+
 ROUTES = [
     ("GET", "/api/flows/{flow}", None),
     ("PUT", "/api/flows/{flow}", {"name": "Mine now", "organism_yaml": YAML}),
@@ -35,6 +50,8 @@ ROUTES = [
     ("GET", "/api/flows/{flow}/status", None),
     ("GET", "/api/flows/{flow}/revisions", None),
     ("GET", "/api/flows/{flow}/revisions/1", None),
+    ("GET", "/api/flows/{flow}/runs", None),
+    ("GET", "/api/runs/{run}", None),
     ("DELETE", "/api/keys/{key}", None),
 ]
 
@@ -43,12 +60,13 @@ ROUTES = [
 async def test_another_tenants_object_is_not_found(
     running: Running,
     setting: tuple[Caller, Caller, str, str],
+    owner_run: str,
     method: str,
     path: str,
     body: dict[str, str] | None,
 ) -> None:
     owner, stranger, flow_id, key_id = setting
-    url = path.format(flow=flow_id, key=key_id)
+    url = path.format(flow=flow_id, key=key_id, run=owner_run)
     headers = {**stranger.headers, "If-Match": f'"{flow_id}.r1"'}
 
     response = await running.http.request(method, url, json=body, headers=headers)

@@ -1,0 +1,329 @@
+"""Live feeds over WebSockets, read straight from the runs stream.
+
+``/api/runs/{run_id}/live`` sends the run's events so far, then each new one,
+and closes after the run's end. ``/api/flows/{flow_id}/live`` sends, from the
+moment it is connected, each run of the flow that starts or ends and each line
+its handlers log.
+
+Each socket reads through an ephemeral ordered JetStream consumer of its own,
+filtered to the caller's tenant and deleted when the socket closes. Callers
+authenticate as on HTTP routes (``Authorization: Bearer``), or with
+``?access_token=`` where a browser cannot set headers. A caller whose tenant has
+no such run or flow gets an error frame and close code 1008, exactly as for an
+id that never existed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import nats.errors
+from litestar import WebSocket, websocket
+from litestar.di import NamedDependency
+from litestar.exceptions import WebSocketDisconnect
+from litestar.status_codes import (
+    WS_1000_NORMAL_CLOSURE,
+    WS_1008_POLICY_VIOLATION,
+    WS_1011_INTERNAL_ERROR,
+)
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
+
+from nextra.api.context import ApiContext
+from nextra.api.flows import Identifier
+from nextra.api.identity import Forbidden, Principal, authenticate, socket_token
+from nextra.auth.errors import AuthenticationError, AuthenticationUnavailable
+from nextra.events.envelope import RecordedEvent
+from nextra.events.runs import (
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    RunTriggered,
+    StepCompleted,
+)
+from nextra.eventstore.jetstream import JetStreamEventStore
+from nextra.eventstore.subjects import (
+    aggregate_subject,
+    flow_runs_filter,
+    run_aggregate,
+)
+from nextra.kernel.errors import NotFoundError
+from nextra.kernel.logging import get_logger
+from nextra.readmodels.flows import read_flow
+from nextra.readmodels.runs import read_run_flow
+
+__all__ = ("flow_live", "run_live")
+
+log = get_logger("nextra.api")
+
+WS_1013_TRY_AGAIN_LATER = 1013
+# Events waiting for a slow client; past this, NATS flow control holds the rest.
+_BACKLOG = 256
+# The server drops an ephemeral consumer this long after its socket is gone, in
+# case deleting it on close failed.
+_INACTIVE_SECONDS = 30.0
+
+_NATS_ERRORS = (nats.errors.Error, OSError, TimeoutError)
+# How a send finds the client gone: Litestar's error, or uvicorn's OSError
+# (ClientDisconnected) when the connection dropped under it.
+_GONE = (WebSocketDisconnect, OSError)
+_encoder = msgspec.json.Encoder()
+_TERMINAL = (RunCompleted, RunFailed, RunCancelled)
+
+
+class _Refused(Exception):
+    """The socket may not be served; say why, then close with ``code``."""
+
+    def __init__(self, status: int, detail: str, code: int) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.code = code
+
+
+class _Frame(msgspec.Struct, kw_only=True, omit_defaults=True):
+    type: str
+    run_id: str | None = None
+    sequence: int
+    recorded_at: datetime
+    data: Any
+
+
+async def _admit(socket: WebSocket[Any, Any, Any], context: ApiContext) -> Principal:
+    try:
+        return await authenticate(socket_token(socket), context)
+    except AuthenticationError as error:
+        raise _Refused(401, error.message, WS_1008_POLICY_VIOLATION) from None
+    except Forbidden as error:
+        raise _Refused(403, error.message, WS_1008_POLICY_VIOLATION) from None
+    except AuthenticationUnavailable as error:
+        raise _Refused(503, error.message, WS_1013_TRY_AGAIN_LATER) from None
+
+
+async def _run_flow(context: ApiContext, tenant_id: str, run_id: str) -> str | None:
+    # From the run's own events, not the read model: a run triggered a moment
+    # ago is found at once, and a missing one is refused as fast.
+    if context.runs is not None:
+        try:
+            run = await context.runs.locate(tenant_id, run_id)
+        except NotFoundError:
+            return None
+        return run.partition
+    async with context.engine.connect() as connection:
+        return await read_run_flow(connection, tenant_id, run_id)
+
+
+def _stores(context: ApiContext) -> tuple[NatsClient, JetStreamEventStore]:
+    if context.nats is None or context.runs_store is None:
+        message = "live feeds are not available in this deployment"
+        raise _Refused(503, message, WS_1011_INTERNAL_ERROR)
+    return context.nats, context.runs_store
+
+
+@contextlib.asynccontextmanager
+async def _consumer(
+    nc: NatsClient, store: JetStreamEventStore, subject: str, policy: DeliverPolicy
+) -> AsyncIterator[asyncio.Queue[Msg]]:
+    """Messages on ``subject`` in order, through an ephemeral consumer of our own."""
+    queue: asyncio.Queue[Msg] = asyncio.Queue(_BACKLOG)
+    js = nc.jetstream()
+    try:
+        subscription = await js.subscribe(
+            subject,
+            stream=store.stream,
+            cb=queue.put,
+            ordered_consumer=True,
+            deliver_policy=policy,
+            inactive_threshold=_INACTIVE_SECONDS,
+        )
+    except _NATS_ERRORS as error:
+        log.warning("api.live_unavailable", error=str(error))
+        message = "the run events cannot be read right now; try again"
+        raise _Refused(503, message, WS_1013_TRY_AGAIN_LATER) from None
+    try:
+        yield queue
+    finally:
+        # Each step on its own: a failure to look the consumer up must not keep
+        # the subscription open. The server drops what is left once inactive.
+        name = None
+        with contextlib.suppress(*_NATS_ERRORS):
+            name = (await subscription.consumer_info()).name
+        with contextlib.suppress(*_NATS_ERRORS):
+            await subscription.unsubscribe()
+        if name is not None:
+            with contextlib.suppress(*_NATS_ERRORS):
+                await js.delete_consumer(store.stream, name)
+
+
+async def _until_gone(socket: WebSocket[Any, Any, Any]) -> None:
+    """Return when the client disconnects; what it sends is ignored."""
+    with contextlib.suppress(WebSocketDisconnect):
+        while (await socket.receive())["type"] != "websocket.disconnect":
+            pass
+
+
+async def _forward(
+    socket: WebSocket[Any, Any, Any],
+    store: JetStreamEventStore,
+    queue: asyncio.Queue[Msg],
+    frames: Callable[[RecordedEvent], tuple[list[_Frame], bool]],
+) -> None:
+    """Send each event's frames until the feed is over or the client leaves.
+
+    ``frames(recorded)`` returns the frames for an event and whether it was the
+    feed's last.
+    """
+    gone = asyncio.create_task(_until_gone(socket))
+    try:
+        while True:
+            arrived = asyncio.create_task(queue.get())
+            await asyncio.wait({arrived, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if gone.done():
+                arrived.cancel()
+                return
+            try:
+                recorded = store.decode_message(arrived.result())
+            except Exception as error:  # noqa: BLE001 - one bad event ends nothing
+                log.warning("api.live_undecodable", error=str(error))
+                continue
+            batch, last = frames(recorded)
+            for frame in batch:
+                if not await _send(socket, frame):
+                    return
+            if last:
+                with contextlib.suppress(*_GONE):
+                    await socket.close(WS_1000_NORMAL_CLOSURE)
+                return
+    finally:
+        gone.cancel()
+
+
+async def _serve(
+    socket: WebSocket[Any, Any, Any], feed: Callable[[], Awaitable[None]]
+) -> None:
+    """Accept the socket and run ``feed``, turning refusals into close codes."""
+    await socket.accept()
+    try:
+        await feed()
+    except _Refused as refused:
+        error = {"type": "error", "status": refused.status, "detail": refused.detail}
+        if await _send(socket, error):
+            with contextlib.suppress(*_GONE):
+                await socket.close(refused.code, refused.detail[:120])
+    except WebSocketDisconnect:
+        return
+
+
+async def _send(socket: WebSocket[Any, Any, Any], frame: Any) -> bool:
+    """Send one JSON text frame; ``False`` if the client is gone."""
+    try:
+        await socket.send_text(_encoder.encode(frame).decode())
+    except _GONE:
+        return False
+    return True
+
+
+def _run_frames(recorded: RecordedEvent) -> tuple[list[_Frame], bool]:
+    frame = _Frame(
+        type=recorded.event_type,
+        sequence=recorded.sequence,
+        recorded_at=recorded.recorded_at,
+        data=recorded.event,
+    )
+    return [frame], isinstance(recorded.event, _TERMINAL)
+
+
+def _flow_frames(recorded: RecordedEvent) -> tuple[list[_Frame], bool]:
+    event = recorded.event
+    run_id = recorded.aggregate.aggregate_id
+    if isinstance(event, RunTriggered | RunCompleted | RunFailed | RunCancelled):
+        frame = _Frame(
+            type=recorded.event_type,
+            run_id=run_id,
+            sequence=recorded.sequence,
+            recorded_at=recorded.recorded_at,
+            data=event,
+        )
+        return [frame], False
+    if isinstance(event, StepCompleted):
+        return list(_log_frames(recorded, event)), False
+    return [], False
+
+
+def _log_frames(recorded: RecordedEvent, event: StepCompleted) -> Iterator[_Frame]:
+    for line in event.logs:
+        yield _Frame(
+            type="run.log",
+            run_id=recorded.aggregate.aggregate_id,
+            sequence=recorded.sequence,
+            recorded_at=recorded.recorded_at,
+            data={
+                "message_id": event.message_id,
+                "listener": event.listener,
+                "entry": event.entry,
+                "at": line.at,
+                "level": line.level,
+                "message": line.message,
+            },
+        )
+
+
+@websocket("/api/runs/{run_id:str}/live")
+async def run_live(
+    socket: WebSocket[Any, Any, Any],
+    context: NamedDependency[ApiContext],
+    run_id: Identifier,
+) -> None:
+    """The run's events so far, then live ones; closed after the run ends.
+
+    Each text frame is ``{"type", "sequence", "recorded_at", "data"}``, with
+    the event as ``data``.
+    """
+
+    async def feed() -> None:
+        nc, store = _stores(context)
+        principal = await _admit(socket, context)
+        flow_id = await _run_flow(context, principal.tenant_id, run_id)
+        if flow_id is None:
+            message = f"run {run_id} does not exist"
+            raise _Refused(404, message, WS_1008_POLICY_VIOLATION)
+        subject = aggregate_subject(run_aggregate(principal.tenant_id, flow_id, run_id))
+        async with _consumer(nc, store, subject, DeliverPolicy.ALL) as queue:
+            await _forward(socket, store, queue, _run_frames)
+
+    await _serve(socket, feed)
+
+
+@websocket("/api/flows/{flow_id:str}/live")
+async def flow_live(
+    socket: WebSocket[Any, Any, Any],
+    context: NamedDependency[ApiContext],
+    flow_id: Identifier,
+) -> None:
+    """From now on: each run of the flow that starts or ends, and each log line.
+
+    Frames are ``{"type", "run_id", "sequence", "recorded_at", "data"}``: a run's
+    event for ``run.triggered``, ``run.completed``, ``run.failed`` and
+    ``run.cancelled``; ``{"message_id", "listener", "entry", "at", "level",
+    "message"}`` for ``run.log``. Open until the client leaves.
+    """
+
+    async def feed() -> None:
+        nc, store = _stores(context)
+        principal = await _admit(socket, context)
+        async with context.engine.connect() as connection:
+            flow = await read_flow(connection, principal.tenant_id, flow_id)
+        if flow is None:
+            message = f"flow {flow_id} does not exist"
+            raise _Refused(404, message, WS_1008_POLICY_VIOLATION)
+        subject = flow_runs_filter(principal.tenant_id, flow_id)
+        async with _consumer(nc, store, subject, DeliverPolicy.NEW) as queue:
+            await _forward(socket, store, queue, _flow_frames)
+
+    await _serve(socket, feed)
