@@ -14,9 +14,12 @@ from nextra.api.context import ApiContext
 from nextra.api.flows import FlowsController
 from nextra.api.health import health, metrics_text, ready
 from nextra.api.identity import provide_principal
+from nextra.api.live import flow_live, run_live
 from nextra.api.observability import observe_requests
 from nextra.api.openapi import describe_problems
 from nextra.api.problems import EXCEPTION_HANDLERS
+from nextra.api.run_history import list_runs, show_run
+from nextra.api.runs import RunsController, TriggersController
 from nextra.api.webhooks import clerk_webhook
 
 __all__ = ("ApiContext", "create_app")
@@ -37,6 +40,12 @@ def create_app(context: ApiContext) -> Litestar:
             metrics_text,
             FlowsController,
             AccessController,
+            TriggersController,
+            RunsController,
+            list_runs,
+            show_run,
+            run_live,
+            flow_live,
             clerk_webhook,
         ],
         dependencies={

@@ -90,7 +90,7 @@ async def _trigger(
     principal: Principal,
     flow_id: str,
     data: RunInput,
-    wait: float | None,
+    wait: float,
 ) -> Response[RunStarted]:
     runs = _runs(context)
     tier = await _tier(context, principal.tenant_id)
@@ -126,7 +126,7 @@ async def _trigger(
             payload=payload,
             run_id=run_id,
         )
-        if ending is None or wait is None:
+        if ending is None:
             return _started(triggered, 202)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(ending), wait)
@@ -202,7 +202,8 @@ async def _waited(
     )
 
 
-WaitSeconds = Annotated[float | None, QueryParameter(ge=0, le=MAX_WAIT)]
+WaitSeconds = Annotated[float, QueryParameter(ge=0, le=MAX_WAIT)]
+"""Seconds to wait for the run's end; ``0`` answers once the trigger is stored."""
 
 
 class TriggersController(Controller):
@@ -219,7 +220,7 @@ class TriggersController(Controller):
         principal: NamedDependency[Principal],
         flow_id: Identifier,
         data: JSONBody[RunInput],
-        wait: WaitSeconds = None,
+        wait: WaitSeconds = 0,
     ) -> Response[RunStarted]:
         """Start a run of the flow's current revision.
 
@@ -238,7 +239,7 @@ class TriggersController(Controller):
         principal: NamedDependency[Principal],
         flow_id: Identifier,
         data: JSONBody[RunInput],
-        wait: WaitSeconds = None,
+        wait: WaitSeconds = 0,
     ) -> Response[RunStarted]:
         """The same as ``POST /api/flows/{flow_id}/runs``, at the original path."""
         return await _trigger(request, context, principal, flow_id, data, wait)

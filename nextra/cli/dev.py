@@ -16,6 +16,7 @@ from nextra.cli.processes import (
     run_projector_process,
     stop_on_signals,
 )
+from nextra.cli.worker import run_worker_process
 from nextra.devstack.nats import EmbeddedNats
 from nextra.devstack.postgres import EmbeddedPostgres, ensure_database
 from nextra.events.envelope import CommandContext
@@ -33,7 +34,7 @@ DEMO_TENANT = "demo"
 
 
 async def run_dev(settings: Settings) -> None:
-    """Start servers (unless given), prepare them, run API and projector."""
+    """Start servers (unless given), prepare them, run API, projector, worker."""
     data_dir = await asyncio.to_thread(Path(settings.data_dir).resolve)
     check_port_free(settings.api_host, settings.api_port)
     embedded_nats: EmbeddedNats | None = None
@@ -64,6 +65,9 @@ async def run_dev(settings: Settings) -> None:
                 asyncio.create_task(run_api(platform, stopping), name="api"),
                 asyncio.create_task(
                     run_projector_process(platform, stopping), name="projector"
+                ),
+                asyncio.create_task(
+                    run_worker_process(platform, stopping), name="worker"
                 ),
             ]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

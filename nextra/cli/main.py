@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", help="API address (127.0.0.1)")
 
     commands.add_parser("projector", help="keep the Postgres read models up to date")
+    commands.add_parser("worker", help="run flows' steps (a pump worker)")
 
     streams = commands.add_parser("streams", help="JetStream stream definitions")
     streams_do = streams.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -117,6 +118,7 @@ async def _dispatch(arguments: argparse.Namespace, settings: Settings) -> int:
     handlers: dict[tuple[str, str | None], Callable[..., Awaitable[int]]] = {
         ("api", None): admin.serve_api,
         ("projector", None): admin.serve_projector,
+        ("worker", None): admin.serve_worker,
         ("streams", "apply"): admin.streams_apply,
         ("db", "upgrade"): admin.db_upgrade,
         ("projections", "status"): admin.projections_status,

@@ -14,13 +14,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from nextra.api.context import ApiContext
 from nextra.app.flows import FlowCommands
+from nextra.app.organisms import Organisms
+from nextra.app.runs import RunCommands
 from nextra.app.tenants import TenantCommands
 from nextra.auth.jwt import JwksVerifier
 from nextra.auth.svix import InMemoryReplayGuard, SvixVerifier
 from nextra.devstack.nats import MIN_VERSION
 from nextra.domain.flows import HandlerPolicy, validate_organism
+from nextra.domain.flows.validate import load_organism
 from nextra.events.catalogue import REGISTRY
-from nextra.eventstore.jetstream import DEFAULT_STREAM, JetStreamEventStore
+from nextra.events.tenants import Tier
+from nextra.eventstore.flowqueues import FlowQueues, QueueSettings, wake_subject
+from nextra.eventstore.jetstream import (
+    DEFAULT_STREAM,
+    RUNS_STREAM,
+    JetStreamEventStore,
+)
+from nextra.eventstore.subjects import RUNS_PREFIX
 from nextra.eventstore.topology import (
     StreamDefinition,
     load_stream_definitions,
@@ -114,6 +124,7 @@ class Platform:
     store: JetStreamEventStore
     streams: list[StreamDefinition]
     projections: list[ProjectionSpec]
+    runs_store: JetStreamEventStore
     _closed: bool = field(default=False, repr=False)
 
     @classmethod
@@ -141,7 +152,14 @@ class Platform:
         store = JetStreamEventStore(
             nc, REGISTRY, stream=DEFAULT_STREAM, timeout=settings.append_timeout
         )
-        return cls(settings, nc, engine, store, streams, projections)
+        runs_store = JetStreamEventStore(
+            nc, REGISTRY, stream=RUNS_STREAM, timeout=settings.append_timeout
+        )
+        return cls(settings, nc, engine, store, streams, projections, runs_store)
+
+    def store_for(self, subject: str) -> JetStreamEventStore:
+        """The store whose stream holds ``subject`` (a projection's filter)."""
+        return self.runs_store if subject.startswith(RUNS_PREFIX) else self.store
 
     async def close(self) -> None:
         if self._closed:
@@ -187,7 +205,7 @@ class Platform:
             checkpoints = await read_checkpoints(connection)
         lags: dict[str, dict[str, Any]] = {}
         for spec in self.projections:
-            newest = await self.store.last_sequence(spec.subject)
+            newest = await self.store_for(spec.subject).last_sequence(spec.subject)
             checkpoint = checkpoints.get(spec.name)
             at = checkpoint.last_sequence if checkpoint else 0
             lags[spec.name] = {
@@ -234,6 +252,32 @@ class Platform:
             # API processes and restarts; this one is per process.
             replay_guard=InMemoryReplayGuard() if webhooks else None,
             read_your_writes_timeout=settings.read_your_writes_timeout,
+            nats=self.nc,
+            runs_store=self.runs_store,
+            runs=self.run_commands(FlowQueues(self.nc, self.runs_store)),
+        )
+
+    def run_commands(self, queues: FlowQueues) -> RunCommands:
+        """Run commands wired to this deployment's stores, policy and queues."""
+        settings = self.settings
+        load = partial(load_organism, policy=self.handler_policy())
+        organisms = Organisms(self.store, load)
+
+        async def prepare(tenant_id: str, flow_id: str, in_flight: int) -> None:
+            # One delivery more than workers allow, so that a worker sees the
+            # last one and fails the run as poison before the server gives up.
+            limits = QueueSettings(
+                max_in_flight=in_flight,
+                ack_wait=settings.worker_ack_wait,
+                max_deliver=settings.worker_max_deliver + 1,
+            )
+            await queues.ensure(tenant_id, flow_id, limits)
+
+        async def announce(tenant_id: str, flow_id: str, tier: Tier) -> None:
+            await self.nc.publish(wake_subject(tenant_id, flow_id), tier.encode())
+
+        return RunCommands(
+            self.runs_store, organisms, prepare=prepare, on_triggered=announce
         )
 
     def handler_policy(self) -> HandlerPolicy:

@@ -17,6 +17,7 @@ from nextra.events.base import Event
 from nextra.events.tenants import Tier
 
 __all__ = (
+    "DropReason",
     "DroppedMessage",
     "FailureReason",
     "LogLine",

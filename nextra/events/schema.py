@@ -54,10 +54,15 @@ who reads them: Nextra's own projectors, and integrations subscribed over NATS.
 | Subject | Stream | Holds |
 |---|---|---|
 | `nx.ev.<tenant>.<kind>.<id>` | `NX_EVENTS` | every event of one aggregate, in order |
+| `nx.run.<tenant>.<flow>.<run>` | `NX_RUNS` | every event of one run, in order |
 
-- The tenant is always token 3, so `nx.ev.<tenant>.>` is everything of one tenant.
+- The tenant is always token 3, so `nx.ev.<tenant>.>` and `nx.run.<tenant>.>`
+  are everything of one tenant; `nx.run.<tenant>.<flow>.*` is every run of a flow.
 - `<kind>` names the aggregate type (`tenant`, `flow`, later `module`, ...);
   `nx.ev.*.<kind>.*` is every aggregate of a kind.
+- Runs have their own stream so that their many short-lived subjects do not slow
+  reads of tenants and flows. `run.triggered` and `run.step_completed` also tell
+  workers which steps are owed (see docs/runs.md).
 - An aggregate's *version* is the stream sequence of its last event. Writers
   append with `Nats-Expected-Last-Subject-Sequence` set to the version they read.
 

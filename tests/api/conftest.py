@@ -13,6 +13,7 @@ import pytest
 from nextra.api import create_app
 from nextra.auth.api_keys import generate_api_key
 from nextra.cli.platform import Platform
+from nextra.cli.worker import run_worker_process
 from nextra.events.envelope import CommandContext
 from nextra.events.tenants import Tier
 from nextra.kernel.ids import new_id
@@ -58,14 +59,15 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def platform_running(settings: Settings) -> AsyncIterator[Running]:
-    """The API and the projector of one platform, in this event loop."""
+    """The API, the projector and a worker of one platform, in this event loop."""
     platform = await Platform.connect(settings)
     stopping = asyncio.Event()
+    worker = asyncio.create_task(run_worker_process(platform, stopping))
     projector = asyncio.create_task(
         run_projector(
             platform.projections,
             nc=platform.nc,
-            store=platform.store,
+            store_for=platform.store_for,
             engine=platform.engine,
             stopping=stopping,
         )
@@ -76,6 +78,7 @@ async def platform_running(settings: Settings) -> AsyncIterator[Running]:
     finally:
         stopping.set()
         await asyncio.wait_for(projector, 10)
+        await asyncio.wait_for(worker, 10)
         await platform.close()
 
 
@@ -84,7 +87,12 @@ async def running(
     nats_url: str, database_url: str, events_stream: str
 ) -> AsyncIterator[Running]:
     settings = load_settings(
-        {}, nats_url=nats_url, database_url=database_url, read_your_writes_timeout=10
+        {},
+        nats_url=nats_url,
+        database_url=database_url,
+        read_your_writes_timeout=10,
+        trusted_handler_modules=("tests.",),
+        worker_ack_wait=5,
     )
     async with platform_running(settings) as running:
         yield running

@@ -14,7 +14,7 @@ def test_compose_runs_real_subcommands_with_fsync_always(root: Path) -> None:
     compose = yaml.safe_load((root / "compose.yaml").read_text())
     parser = build_parser()
 
-    for name in ("api", "projector"):
+    for name in ("api", "projector", "worker"):
         parser.parse_args(compose["services"][name]["command"])
     prepare = compose["services"]["prepare"]["entrypoint"][-1]
     for command in prepare.split("&&"):

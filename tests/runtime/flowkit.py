@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import defaultdict
 from typing import Any
 
@@ -220,3 +221,17 @@ async def to_dup(message: Msg, metadata: HandlerMetadata) -> HandlerResponse:
 async def respond_at_once(message: Msg, metadata: HandlerMetadata) -> HandlerResponse:
     _record("once", message.text, metadata)
     return HandlerResponse.respond(message)
+
+
+async def slow_relay(message: Msg, metadata: HandlerMetadata) -> HandlerResponse:
+    _record("c", message.text, metadata)
+    await asyncio.sleep(0.3)
+    return HandlerResponse.respond(Msg(message.text + "<c"))
+
+
+async def crash_the_worker(message: Msg, metadata: HandlerMetadata) -> None:
+    """A poison message: the worker process dies whenever it handles it."""
+    _record("poison", message.text, metadata)
+    if os.environ.get("NEXTRA_TEST_CRASHABLE") == "1":
+        os._exit(17)
+    raise RuntimeError("would have crashed a worker process")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -275,8 +274,3 @@ def expire(state: RunState, now: datetime) -> RunFailed | None:
     seconds = state.limits.deadline_seconds if state.limits else 0
     message = f"the run was still open after its deadline of {seconds:g}s"
     return RunFailed(reason="deadline", message=message, steps=state.steps)
-
-
-def is_owed(state: RunState, messages: Sequence[Message]) -> list[Message]:
-    """The messages among ``messages`` that still have steps to run."""
-    return [m for m in messages if m.id in state.open and not state.finished]

@@ -21,6 +21,7 @@ from nextra.domain.runs.state import RunState
 from nextra.domain.runs.threads import thread_id
 from nextra.events.runs import (
     DroppedMessage,
+    DropReason,
     FailureReason,
     Message,
     MessageKind,
@@ -251,9 +252,7 @@ class _Builder:
 
     def drop(
         self,
-        reason: Literal[
-            "unroutable", "peer_violation", "invalid_payload", "late_reply", "no_caller"
-        ],
+        reason: DropReason,
         detail: str,
         reply: Reply,
         *,
@@ -264,7 +263,7 @@ class _Builder:
                 reason=reason,
                 detail=detail,
                 sender=self.listener.name,
-                to=reply.to or "" if to is None else to,
+                to=(reply.to or "") if to is None else to,
                 payload_type=reply.payload_type,
                 payload=reply.payload,
             )

@@ -1,0 +1,199 @@
+"""Manual triggers and cancel over HTTP, with a worker running the steps."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.api.conftest import Caller, Running
+
+K = "tests.runtime.flowkit"
+
+FLOW = f"""\
+organism:
+  name: greeter
+listeners:
+  - name: echo
+    description: Echoes text
+    handler: {K}.echo_verbatim
+    payload_class: {K}.Msg
+"""
+
+TEXT_FLOW = """\
+organism:
+  name: texts
+listeners:
+  - name: echo
+    description: Echoes text
+    handler: builtin:echo
+    payload_class: TextInput
+"""
+
+SLEEPY = f"""\
+organism:
+  name: sleepy
+listeners:
+  - name: sleepy
+    description: Sleeps
+    handler: {K}.sleepy
+    payload_class: {K}.Msg
+"""
+
+
+async def started_flow(running: Running, caller: Caller, yaml: str) -> str:
+    created = await running.http.post(
+        "/api/flows",
+        json={"name": "F", "organism_yaml": yaml},
+        headers=caller.headers,
+    )
+    assert created.status_code == 201, created.text
+    flow_id: str = created.json()["id"]
+    started = await running.http.post(
+        f"/api/flows/{flow_id}/start", headers=caller.headers
+    )
+    assert started.status_code == 200, started.text
+    return flow_id
+
+
+async def trigger(
+    running: Running, caller: Caller, flow_id: str, body: dict[str, Any], **params: Any
+) -> Any:
+    return await running.http.post(
+        f"/api/flows/{flow_id}/runs",
+        json=body,
+        params=params,
+        headers=caller.headers,
+    )
+
+
+async def test_a_waited_run_answers_with_its_output(running: Running) -> None:
+    caller = await running.tenant()
+    flow_id = await started_flow(running, caller, FLOW)
+
+    response = await trigger(
+        running, caller, flow_id, {"payload": {"text": "007"}}, wait=10
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "completed"
+    assert body["output_type"] == "Msg"
+    assert body["output"] == {"text": "007"}
+    assert response.headers["location"] == f"/api/runs/{body['run_id']}"
+
+
+async def test_text_becomes_a_text_input_from_the_caller(running: Running) -> None:
+    caller = await running.tenant()
+    flow_id = await started_flow(running, caller, TEXT_FLOW)
+
+    response = await running.http.post(
+        f"/api/triggers/{flow_id}/inject",
+        json={"text": "hello"},
+        params={"wait": 10},
+        headers=caller.headers,
+    )
+
+    assert response.status_code == 200, response.text
+    output = response.json()["output"]
+    assert output["text"] == "hello"
+    assert output["source"].startswith("api-key:")
+
+
+async def test_without_wait_the_trigger_is_acknowledged_once_stored(
+    running: Running,
+) -> None:
+    caller = await running.tenant()
+    flow_id = await started_flow(running, caller, FLOW)
+
+    response = await trigger(running, caller, flow_id, {"payload": {"text": "x"}})
+
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "running"
+
+
+async def test_a_stopped_flow_refuses_triggers(running: Running) -> None:
+    caller = await running.tenant()
+    created = await running.http.post(
+        "/api/flows",
+        json={"name": "F", "organism_yaml": FLOW},
+        headers=caller.headers,
+    )
+    flow_id = created.json()["id"]
+
+    response = await trigger(running, caller, flow_id, {"payload": {"text": "x"}})
+
+    assert response.status_code == 409
+    problem = response.json()
+    assert "stopped" in problem["detail"]
+    assert problem["got"] == "stopped"
+
+
+async def test_a_payload_that_does_not_fit_names_the_field(running: Running) -> None:
+    caller = await running.tenant()
+    flow_id = await started_flow(running, caller, TEXT_FLOW)
+
+    response = await trigger(
+        running, caller, flow_id, {"payload": {"txt": "x"}, "payload_type": "TextInput"}
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["where"].startswith("payload")
+
+
+async def test_the_same_idempotency_key_starts_one_run(running: Running) -> None:
+    caller = await running.tenant()
+    flow_id = await started_flow(running, caller, FLOW)
+    headers = {**caller.headers, "Idempotency-Key": "once"}
+
+    first, second = [
+        await running.http.post(
+            f"/api/flows/{flow_id}/runs",
+            json={"payload": {"text": "x"}},
+            headers=headers,
+        )
+        for _ in range(2)
+    ]
+
+    assert first.json()["run_id"] == second.json()["run_id"]
+
+
+async def test_cancel_stops_a_running_run(running: Running) -> None:
+    caller = await running.tenant()
+    flow_id = await started_flow(running, caller, SLEEPY)
+    started = await trigger(running, caller, flow_id, {"payload": {"text": "3"}})
+    run_id = started.json()["run_id"]
+    await asyncio.sleep(0.3)
+
+    cancelled = await running.http.post(
+        f"/api/runs/{run_id}/cancel", headers=caller.headers
+    )
+    again = await running.http.post(
+        f"/api/runs/{run_id}/cancel", headers=caller.headers
+    )
+
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json() == {"run_id": run_id, "status": "cancelled"}
+    assert again.status_code == 409
+
+
+async def test_another_tenant_can_neither_trigger_nor_cancel(running: Running) -> None:
+    owner, stranger = await running.tenant(), await running.tenant()
+    flow_id = await started_flow(running, owner, SLEEPY)
+    started = await trigger(running, owner, flow_id, {"payload": {"text": "1"}})
+    run_id = started.json()["run_id"]
+
+    triggered = await trigger(running, stranger, flow_id, {"payload": {"text": "1"}})
+    injected = await running.http.post(
+        f"/api/triggers/{flow_id}/inject",
+        json={"payload": {"text": "1"}},
+        headers=stranger.headers,
+    )
+    cancelled = await running.http.post(
+        f"/api/runs/{run_id}/cancel", headers=stranger.headers
+    )
+
+    assert [triggered.status_code, injected.status_code, cancelled.status_code] == [
+        404,
+        404,
+        404,
+    ]
