@@ -216,10 +216,26 @@ def _detail(detail: RunDetail) -> RunDetailOut:
     )
 
 
-def _utc(value: datetime | None, where: str) -> datetime | None:
-    """``value`` in UTC; a time without an offset is taken as UTC."""
-    if value is None:
+# ISO 8601 only: Litestar would also take a bare number as a Unix time, which
+# the schema does not promise.
+ISO_TIME = (
+    r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?"
+    r"(Z|[+-]\d{2}(:?\d{2})?)?$"
+)
+IsoTime = Annotated[str | None, QueryParameter(pattern=ISO_TIME, max_length=40)]
+
+
+def _utc(text: str | None, where: str) -> datetime | None:
+    """``text`` as a time in UTC; a time without an offset is taken as UTC."""
+    if text is None:
         return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        message = f"{where} is not a valid ISO 8601 time"
+        raise ValidationError(
+            message, expected="ISO 8601", got=text, where=where
+        ) from None
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     try:
@@ -240,8 +256,8 @@ async def list_runs(
     principal: NamedDependency[Principal],
     flow_id: Identifier,
     status: FromQuery[RunStatus | None] = None,
-    since: FromQuery[datetime | None] = None,
-    until: FromQuery[datetime | None] = None,
+    since: IsoTime = None,
+    until: IsoTime = None,
     cursor: Annotated[str | None, QueryParameter(pattern=CURSOR_PATTERN)] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
 ) -> RunPage:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -107,6 +108,7 @@ def build_runs(
     *,
     ack_wait: float = 2.0,
     max_deliver: int = 5,
+    clock: Callable[[], datetime] | None = None,
 ) -> RunCommands:
     organisms = Organisms(store, partial(load_organism, policy=POLICY))
 
@@ -119,7 +121,13 @@ def build_runs(
     async def announce(tenant_id: str, flow_id: str, tier: Tier) -> None:
         await nc.publish(wake_subject(tenant_id, flow_id), tier.encode())
 
-    return RunCommands(runs_store, organisms, prepare=prepare, on_triggered=announce)
+    return RunCommands(
+        runs_store,
+        organisms,
+        prepare=prepare,
+        on_triggered=announce,
+        clock=clock or (lambda: datetime.now(UTC)),
+    )
 
 
 @contextlib.asynccontextmanager

@@ -235,3 +235,18 @@ async def crash_the_worker(message: Msg, metadata: HandlerMetadata) -> None:
     if os.environ.get("NEXTRA_TEST_CRASHABLE") == "1":
         os._exit(17)
     raise RuntimeError("would have crashed a worker process")
+
+
+RUNNING: dict[str, int] = defaultdict(int)
+PEAK: dict[str, int] = defaultdict(int)
+
+
+async def counted(message: Msg, metadata: HandlerMetadata) -> None:
+    """Counts how many of its kind run at once, per test (``message.text``)."""
+    _record("counted", message.text, metadata)
+    RUNNING[message.text] += 1
+    PEAK[message.text] = max(PEAK[message.text], RUNNING[message.text])
+    try:
+        await asyncio.sleep(0.1)
+    finally:
+        RUNNING[message.text] -= 1
