@@ -157,7 +157,7 @@ class RunCommands:
         self._prepare = prepare
         self._on_triggered = on_triggered
         self._clock = clock
-        self.journal = RunJournal(store, size=256)
+        self.journal = RunJournal(store)
 
     async def trigger(
         self,

@@ -58,11 +58,15 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def platform_running(settings: Settings) -> AsyncIterator[Running]:
+async def platform_running(
+    settings: Settings, *, worker: bool = True
+) -> AsyncIterator[Running]:
     """The API, the projector and a worker of one platform, in this event loop."""
     platform = await Platform.connect(settings)
     stopping = asyncio.Event()
-    worker = asyncio.create_task(run_worker_process(platform, stopping))
+    pump = asyncio.create_task(
+        run_worker_process(platform, stopping) if worker else stopping.wait()
+    )
     projector = asyncio.create_task(
         run_projector(
             platform.projections,
@@ -78,7 +82,7 @@ async def platform_running(settings: Settings) -> AsyncIterator[Running]:
     finally:
         stopping.set()
         await asyncio.wait_for(projector, 10)
-        await asyncio.wait_for(worker, 10)
+        await asyncio.wait_for(pump, 10)
         await platform.close()
 
 

@@ -192,3 +192,38 @@ def test_thread_ids_are_per_run_and_keep_dotted_names_apart() -> None:
     assert thread_id("r1", ("a", "b")) == thread_id("r1", ("a", "b"))
     assert thread_id("r1", ("a", "b")) != thread_id("r2", ("a", "b"))
     assert thread_id("r1", ("a.b",)) != thread_id("r1", ("a", "b"))
+
+
+def test_a_trigger_payload_over_the_tier_is_refused() -> None:
+    limit = limits_for("free").max_payload_bytes
+    with pytest.raises(decider.PayloadTooLarge) as caught:
+        decider.start(
+            run_id="r1",
+            flow_id="f1",
+            revision=1,
+            organism=FLOW,
+            tier="free",
+            limits=decider.limits_of(limits_for("free")),
+            trigger=Trigger(kind="manual", source="user:u"),
+            payload_type="Msg",
+            payload={"text": "x" * limit},
+            now=NOW,
+        )
+    assert caught.value.where == "payload"
+
+
+def test_a_reply_over_the_payload_limit_ends_the_run() -> None:
+    state = started()
+    limit = limits_for("free").max_payload_bytes
+
+    step = decider.complete_step(
+        state, FLOW, state.messages["1"], 0, result(forward("b", "x" * limit))
+    )
+
+    assert step is not None
+    assert step.limit == "payload_limit"
+    assert step.sent == ()
+    state.apply(step, 2)
+    ending = decider.settle(state)
+    assert isinstance(ending, RunFailed)
+    assert ending.reason == "payload_limit"
