@@ -97,11 +97,11 @@ async def _trigger(
     key = request.headers.get("idempotency-key")
     run_id = new_run_id(principal.tenant_id, key)
     payload: dict[str, Any] | str = data.text if data.text is not None else {}
+    payload_type = data.payload_type
     if data.payload is not None:
         payload = data.payload
-        if data.payload_type is None:
-            entry = await _entry_type(runs, principal.tenant_id, flow_id)
-            data.payload_type = entry
+        if payload_type is None:
+            payload_type = await _entry_type(runs, principal.tenant_id, flow_id)
 
     ending: asyncio.Future[Msg] | None = None
     subscription = None
@@ -122,7 +122,7 @@ async def _trigger(
             flow_id,
             tier=tier,
             source=principal.actor,
-            payload_type=data.payload_type,
+            payload_type=payload_type,
             payload=payload,
             run_id=run_id,
         )
