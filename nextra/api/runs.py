@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -15,8 +16,10 @@ from nats.aio.msg import Msg
 from nextra.api.context import ApiContext
 from nextra.api.identity import Principal
 from nextra.app.runs import RunCommands, Triggered, new_run_id
+from nextra.events.catalogue import REGISTRY
+from nextra.events.runs import RunCompleted, RunFailed
 from nextra.events.tenants import Tier
-from nextra.eventstore.headers import EVENT_TYPE
+from nextra.eventstore.headers import EVENT_TYPE, SCHEMA_VERSION
 from nextra.eventstore.subjects import run_aggregate, runs_subject
 from nextra.kernel.errors import ConfigurationError, ValidationError
 from nextra.readmodels.tenants import read_tenant
@@ -77,11 +80,35 @@ def _runs(context: ApiContext) -> RunCommands:
     return context.runs
 
 
-async def _tier(context: ApiContext, tenant_id: str) -> Tier:
-    async with context.engine.connect() as connection:
-        tenant = await read_tenant(connection, tenant_id)
-    tier = tenant.tier if tenant is not None else "free"
-    return tier if tier in ("free", "paid", "pro", "enterprise") else "free"  # type: ignore[return-value]
+class _TierCache:
+    """Tenants' tiers for a few seconds, to spare every trigger a query.
+
+    A tier change reaches new runs within ``ttl`` seconds; runs keep the limits
+    they started with anyway.
+    """
+
+    def __init__(self, ttl: float = 5.0, size: int = 10_000) -> None:
+        self._ttl = ttl
+        self._size = size
+        self._tiers: dict[str, tuple[float, Tier]] = {}
+
+    async def tier(self, context: ApiContext, tenant_id: str) -> Tier:
+        now = time.monotonic()
+        cached = self._tiers.get(tenant_id)
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        async with context.engine.connect() as connection:
+            tenant = await read_tenant(connection, tenant_id)
+        tier: Tier = "free"
+        if tenant is not None and tenant.tier in ("paid", "pro", "enterprise"):
+            tier = tenant.tier  # type: ignore[assignment]
+        if len(self._tiers) >= self._size:
+            self._tiers.clear()
+        self._tiers[tenant_id] = (now, tier)
+        return tier
+
+
+_TIERS = _TierCache()
 
 
 async def _trigger(
@@ -93,7 +120,7 @@ async def _trigger(
     wait: float,
 ) -> Response[RunStarted]:
     runs = _runs(context)
-    tier = await _tier(context, principal.tenant_id)
+    tier = await _TIERS.tier(context, principal.tenant_id)
     key = request.headers.get("idempotency-key")
     run_id = new_run_id(principal.tenant_id, key)
     payload: dict[str, Any] | str = data.text if data.text is not None else {}
@@ -133,7 +160,35 @@ async def _trigger(
     finally:
         if subscription is not None:
             await subscription.unsubscribe()
+    if ending.done():
+        # Answer from the end event as it was published: a read of the stream
+        # at this instant may not find it yet.
+        return _ended(triggered, ending.result())
+    # A retried trigger whose run ended before we listened, or still running.
     return await _waited(runs, principal.tenant_id, triggered)
+
+
+def _ended(triggered: Triggered, msg: Msg) -> Response[RunStarted]:
+    headers = msg.headers or {}
+    event = REGISTRY.decode(
+        headers.get(EVENT_TYPE, ""), int(headers.get(SCHEMA_VERSION, "1")), msg.data
+    )
+    body = RunStarted(
+        run_id=triggered.run_id,
+        flow_id=triggered.flow_id,
+        revision=triggered.revision,
+        status="completed",
+    )
+    if isinstance(event, RunCompleted):
+        body.output_type = event.output_type
+        body.output = event.output
+    elif isinstance(event, RunFailed):
+        body.status = "failed"
+        body.error = f"{event.reason}: {event.message}"
+    else:
+        body.status = "cancelled"
+    location = {"Location": f"/api/runs/{triggered.run_id}"}
+    return Response(body, status_code=200, headers=location)
 
 
 async def _entry_type(runs: RunCommands, tenant_id: str, flow_id: str) -> str:

@@ -119,7 +119,7 @@ class RunJournal:
                     status=state.status,
                     steps=state.steps,
                 )
-                self.forget(run)
+                # Kept: deliveries of the run's last events still ask for it.
                 return
 
     def forget(self, run: AggregateRef) -> None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 from nats.aio.client import Client as NatsClient
@@ -53,6 +54,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     Attributes:
         concurrency: Run events this worker works on at once.
         quantum: The most events taken from one flow per turn.
+        pulls: Flows pulled from at once.
         max_deliver: Deliveries of an event before its run is failed as poison.
         ack_wait: Seconds the server waits for an acknowledgement.
         scan_interval: Seconds between looks at every flow's backlog, which
@@ -62,6 +64,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     concurrency: int = 64
     quantum: int = 16
+    pulls: int = 4
     max_deliver: int = 5
     ack_wait: float = 30.0
     scan_interval: float = 1.0
@@ -99,6 +102,9 @@ class Worker:
         self._woken = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._busy = 0
+        self._reserved = 0
+        self._pulling: set[tuple[str, str]] = set()
+        self._rewoken: set[tuple[str, str]] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -127,39 +133,64 @@ class Worker:
     async def _loop(self, stopping: asyncio.Event) -> None:
         settings = self._settings
         while not stopping.is_set():
-            if self._busy >= settings.concurrency:
+            room = settings.concurrency - self._busy - self._reserved
+            if room <= 0 or len(self._pulling) >= settings.pulls:
                 self._slot_freed.clear()
                 await _first(self._slot_freed, stopping, timeout=1.0)
                 continue
-            pick = self._scheduler.next()
+            pick = self._scheduler.next(exclude=self._pulling)
             if pick is None:
                 self._woken.clear()
                 await _first(self._woken, stopping, timeout=settings.scan_interval)
                 continue
 
-            tenant_id, flow_id = pick
-            room = min(settings.quantum, settings.concurrency - self._busy)
-            try:
-                items = await self._queues.pull(tenant_id, flow_id, room)
-            except Exception as error:  # noqa: BLE001 - the loop must go on
-                log.warning(
-                    "worker.pull_failed",
-                    tenant_id=tenant_id,
-                    flow_id=flow_id,
-                    error=str(error),
-                )
+            # Pulls run beside the loop: one that waits (its flow is at its
+            # in-flight limit) does not hold up the other flows.
+            room = min(settings.quantum, room)
+            self._reserved += room
+            self._pulling.add(pick)
+            self._spawn(self._pull(pick, room))
+
+    async def _pull(self, flow: tuple[str, str], room: int) -> None:
+        tenant_id, flow_id = flow
+        items: list[WorkItem] = []
+        try:
+            items = await self._queues.pull(tenant_id, flow_id, room)
+        except Exception as error:  # noqa: BLE001 - the loop must go on
+            log.warning(
+                "worker.pull_failed",
+                tenant_id=tenant_id,
+                flow_id=flow_id,
+                error=str(error),
+            )
+            await asyncio.sleep(0.1)
+        finally:
+            self._reserved -= room
+            self._pulling.discard(flow)
+            rewoken = flow in self._rewoken
+            self._rewoken.discard(flow)
+            self._slot_freed.set()
+
+        if not items:
+            # Work announced while the pull was out may have missed it.
+            if not rewoken:
                 self._scheduler.idle(tenant_id, flow_id)
-                await asyncio.sleep(0.1)
-                continue
-            if not items:
-                self._scheduler.idle(tenant_id, flow_id)
-                continue
-            self._scheduler.served(tenant_id, flow_id, len(items))
-            for item in items:
-                self._busy += 1
-                task = asyncio.create_task(self._handle(item))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            return
+        self._scheduler.served(tenant_id, flow_id, len(items))
+        self._busy += len(items)
+        for item in items:
+            self._spawn(self._handle(item))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _wake(self, tenant_id: str, flow_id: str, tier: Tier | None = None) -> None:
+        self._scheduler.wake(tenant_id, flow_id, tier)
+        if (tenant_id, flow_id) in self._pulling:
+            self._rewoken.add((tenant_id, flow_id))
+        self._woken.set()
 
     async def _handle(self, item: WorkItem) -> None:
         run = item.event.aggregate
@@ -183,14 +214,13 @@ class Worker:
             self._slot_freed.set()
             if run.partition is not None:
                 # Its next steps, if any, are waiting on the same flow.
-                self._scheduler.wake(run.tenant_id, run.partition)
-                self._woken.set()
+                self._wake(run.tenant_id, run.partition)
 
     async def _work(self, item: WorkItem) -> None:
         event = item.event.event
         run = item.event.aggregate
         if isinstance(event, RunTriggered):
-            self._scheduler.wake(run.tenant_id, run.partition or "", event.tier)
+            self._wake(run.tenant_id, run.partition or "", event.tier)
             messages: tuple[Message, ...] = (event.message,)
         elif isinstance(event, StepCompleted):
             messages = tuple(sent for sent in event.sent if sent.receivers > 0)
@@ -287,8 +317,7 @@ class Worker:
             duration_ms=step.duration_ms,
         )
         if any(sent.receivers > 0 for sent in step.sent) and run.partition:
-            self._scheduler.wake(run.tenant_id, run.partition, state.tier)
-            self._woken.set()
+            self._wake(run.tenant_id, run.partition, state.tier)
             await self._nc.publish(
                 wake_subject(run.tenant_id, run.partition), state.tier.encode()
             )
@@ -312,16 +341,14 @@ class Worker:
             return
         text = msg.data.decode(errors="replace")
         tier: Tier | None = text if text in _TIERS else None  # type: ignore[assignment]
-        self._scheduler.wake(*parsed, tier)
-        self._woken.set()
+        self._wake(*parsed, tier)
 
     async def _scan(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
             try:
                 for queue in await self._queues.backlogs():
                     if queue.pending or queue.in_flight:
-                        self._scheduler.wake(queue.tenant_id, queue.flow_id)
-                        self._woken.set()
+                        self._wake(queue.tenant_id, queue.flow_id)
             except Exception as error:  # noqa: BLE001 - retried next interval
                 log.warning("worker.scan_failed", error=str(error))
             await _first(stopping, timeout=self._settings.scan_interval)

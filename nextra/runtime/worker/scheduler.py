@@ -10,7 +10,7 @@ flow of the same tenant.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from nextra.events.tenants import Tier
 
@@ -59,14 +59,22 @@ class FairScheduler:
             floor = min(tenant.flows.values(), default=0.0)
             tenant.flows[flow_id] = floor
 
-    def next(self) -> tuple[str, str] | None:
-        """The flow to serve now, or ``None`` when nothing is waiting."""
-        if not self._tenants:
-            return None
-        tenant_id = min(self._tenants, key=lambda key: self._tenants[key].pass_)
-        flows = self._tenants[tenant_id].flows
-        flow_id = min(flows, key=flows.__getitem__)
-        return tenant_id, flow_id
+    def next(self, exclude: Collection[tuple[str, str]] = ()) -> tuple[str, str] | None:
+        """The flow to serve now, or ``None`` when nothing is waiting.
+
+        Flows in ``exclude`` (being pulled from already) are passed over.
+        """
+        best: tuple[float, float, str, str] | None = None
+        for tenant_id, tenant in self._tenants.items():
+            if best is not None and tenant.pass_ >= best[0]:
+                continue
+            for flow_id, flow_pass in tenant.flows.items():
+                if (tenant_id, flow_id) in exclude:
+                    continue
+                candidate = (tenant.pass_, flow_pass, tenant_id, flow_id)
+                if best is None or candidate[:2] < best[:2]:
+                    best = candidate
+        return None if best is None else (best[2], best[3])
 
     def served(self, tenant_id: str, flow_id: str, count: int) -> None:
         """``count`` events of the flow were handed to this worker."""
