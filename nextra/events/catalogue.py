@@ -26,6 +26,7 @@ REGISTRY = EventRegistry(
         flows.FlowDeleted,
         runs.RunTriggered,
         runs.StepCompleted,
+        runs.StepRetried,
         runs.RunCompleted,
         runs.RunFailed,
         runs.RunCancelled,

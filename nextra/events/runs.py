@@ -31,6 +31,7 @@ __all__ = (
     "StepCompleted",
     "StepError",
     "StepOutcome",
+    "StepRetried",
     "Trigger",
 )
 
@@ -203,6 +204,22 @@ class StepCompleted(Event, frozen=True, kw_only=True):
     attempt: int = 1
     responded: bool = False
     limit: FailureReason | None = None
+
+
+class StepRetried(Event, frozen=True, kw_only=True):
+    """A worker runs a step again, alone, after the delivery that had it was lost.
+
+    A lost delivery means a worker died or stalled with the step in hand. The
+    retry runs with nothing else beside it and is recorded first, so a step that
+    keeps killing its workers is recognised by its own retries, not by the
+    deliveries that other steps' crashes cost it.
+    """
+
+    type_name: ClassVar[str] = "run.step_retried"
+
+    message_id: str
+    entry: int = 0
+    attempt: int
 
 
 class RunCompleted(Event, frozen=True, kw_only=True):

@@ -13,7 +13,7 @@ from pathlib import Path
 from nats.aio.client import Client as NatsClient
 
 from nextra.events.catalogue import REGISTRY
-from nextra.events.runs import RunCompleted, RunFailed, StepCompleted
+from nextra.events.runs import RunCompleted, RunFailed, StepCompleted, StepRetried
 from nextra.eventstore.flowqueues import FlowQueues
 from nextra.eventstore.jetstream import RUNS_STREAM, JetStreamEventStore
 from nextra.eventstore.subjects import ALL_RUNS
@@ -161,7 +161,7 @@ async def test_poison_step_fails_its_run_and_spares_other_tenants(
     poisoned = await runtime.flow(organism(listener("p", "crash_the_worker")), "pro")
     healthy = await runtime.flow(TWO_STEPS, "pro")
     log = tmp_path / "workers.log"
-    crashable = {"NEXTRA_TEST_CRASHABLE": "1", "NEXTRA_WORKER_MAX_DELIVER": "3"}
+    crashable = {"NEXTRA_TEST_CRASHABLE": "1"}
     workers = [start_worker(nats_url, database_url, log, **crashable)]
 
     async def supervise() -> None:
@@ -192,4 +192,9 @@ async def test_poison_step_fails_its_run_and_spares_other_tenants(
     ending = events[-1].event
     assert isinstance(ending, RunFailed)
     assert ending.reason == "poison"
+    # Run again alone twice, each time killing its worker, then given up.
+    retries = [e.event for e in events if isinstance(e.event, StepRetried)]
+    assert len(retries) == 2
+    # The steps that shared a worker with it were lost with it, but ran again
+    # and completed: the poison took down no run but its own.
     assert [state.status for state in other_states] == ["completed"] * 20

@@ -25,6 +25,7 @@ from nextra.events.runs import (
     StepCompleted,
     StepError,
     StepOutcome,
+    StepRetried,
     Trigger,
 )
 from nextra.events.tenants import Tier
@@ -37,6 +38,7 @@ __all__ = (
     "complete_step",
     "expire",
     "limits_of",
+    "retry",
     "settle",
     "start",
 )
@@ -215,6 +217,11 @@ def complete_step(
         responded=routed.responded,
         limit=routed.limit,
     )
+
+
+def retry(state: RunState, message: Message, entry: int, attempt: int) -> StepRetried:
+    """Record that a step runs again, alone, after its delivery was lost."""
+    return StepRetried(message_id=message.id, entry=entry, attempt=attempt)
 
 
 def settle(state: RunState) -> RunCompleted | RunFailed | None:

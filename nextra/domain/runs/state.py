@@ -17,6 +17,7 @@ from nextra.events.runs import (
     RunTriggered,
     StepCompleted,
     StepError,
+    StepRetried,
 )
 from nextra.events.tenants import Tier
 
@@ -58,6 +59,7 @@ class RunState:
         closed: Threads whose listener has responded; a respond aimed at one of
             them is a late reply.
         threads: The messages sent on each thread, in order: thread memory.
+        retries: Steps run again alone after a lost delivery, and how often.
         first_error: The first step that went wrong, for a run that goes quiet
             without an output.
         verdict: Set when a step has decided how the run ends.
@@ -80,6 +82,7 @@ class RunState:
         self.done: set[tuple[str, int]] = set()
         self.closed: set[str] = set()
         self.threads: dict[str, list[Message]] = {}
+        self.retries: dict[tuple[str, int], int] = {}
         self.steps = 0
         self.first_error: tuple[str, StepError] | None = None
         self.verdict: Verdict | None = None
@@ -104,6 +107,9 @@ class RunState:
             self._triggered(event)
         elif isinstance(event, StepCompleted):
             self._stepped(event)
+        elif isinstance(event, StepRetried):
+            key = (event.message_id, event.entry)
+            self.retries[key] = self.retries.get(key, 0) + 1
         elif isinstance(event, RunCompleted):
             self.status = "completed"
         elif isinstance(event, RunFailed):

@@ -46,16 +46,26 @@ log = get_logger(__name__)
 
 Overdue = Callable[[], Awaitable[Sequence[AggregateRef]]]
 _TIERS: frozenset[str] = frozenset({"free", "paid", "pro", "enterprise"})
+# How often the event loop's lag is sampled, and what counts as lagging.
+_PACE_INTERVAL = 0.05
+# Deliveries after which an event runs alone (see Worker._isolated).
+_ISOLATE_FROM = 2
+_LAGGING = 0.005
+_KEEPING_UP = 0.002
 
 
 class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     """How one worker process runs.
 
     Attributes:
-        concurrency: Run events this worker works on at once.
+        concurrency: Run events this worker works on at once, at most.
+        min_concurrency: The fewest it keeps taking while its event loop lags.
         quantum: The most events taken from one flow per turn.
         pulls: Flows pulled from at once.
-        max_deliver: Deliveries of an event before its run is failed as poison.
+        max_deliver: Deliveries of an event after which its steps are failed as
+            poison whatever else happened (the server delivers no more).
+        max_retries: Times a step is run again alone after its delivery was lost,
+            before its run fails as poison.
         ack_wait: Seconds the server waits for an acknowledgement.
         scan_interval: Seconds between looks at every flow's backlog, which
             catches work whose wake-up was missed.
@@ -63,9 +73,11 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     concurrency: int = 64
+    min_concurrency: int = 4
     quantum: int = 16
     pulls: int = 4
     max_deliver: int = 5
+    max_retries: int = 2
     ack_wait: float = 30.0
     scan_interval: float = 1.0
     watchdog_interval: float = 5.0
@@ -103,6 +115,9 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._busy = 0
         self._reserved = 0
+        self._limit = settings.concurrency
+        self._suspects = 0
+        self._isolating = False
         self._pulling: set[tuple[str, str]] = set()
         self._rewoken: set[tuple[str, str]] = set()
         self._locks: dict[str, asyncio.Lock] = {}
@@ -114,6 +129,7 @@ class Worker:
         wake = await self._nc.subscribe(f"{WAKE_PREFIX}.>", cb=self._on_wake)
         background = [
             asyncio.create_task(self._scan(stopping), name="worker scan"),
+            asyncio.create_task(self._pace(stopping), name="worker pace"),
         ]
         if self._overdue is not None:
             background.append(
@@ -133,8 +149,9 @@ class Worker:
     async def _loop(self, stopping: asyncio.Event) -> None:
         settings = self._settings
         while not stopping.is_set():
-            room = settings.concurrency - self._busy - self._reserved
-            if room <= 0 or len(self._pulling) >= settings.pulls:
+            room = self._limit - self._busy - self._reserved
+            held = self._suspects > 0 or self._isolating
+            if held or room <= 0 or len(self._pulling) >= settings.pulls:
                 self._slot_freed.clear()
                 await _first(self._slot_freed, stopping, timeout=1.0)
                 continue
@@ -177,9 +194,38 @@ class Worker:
                 self._scheduler.idle(tenant_id, flow_id)
             return
         self._scheduler.served(tenant_id, flow_id, len(items))
-        self._busy += len(items)
         for item in items:
-            self._spawn(self._handle(item))
+            if item.attempt > _ISOLATE_FROM:
+                self._suspects += 1
+                self._spawn(self._isolated(item))
+            else:
+                self._busy += 1
+                self._spawn(self._handle(item))
+
+    async def _isolated(self, item: WorkItem) -> None:
+        """Run an event delivered a third time or more alone, with nothing else.
+
+        An event delivered again may be what killed a worker. Run beside other
+        steps, it would take them down with it each time, until they too looked
+        like poison; run alone, only its own run fails as poison. The second
+        delivery still runs beside others, so that one crash does not make a
+        worker replay everything it had in hand one step at a time.
+        """
+        heartbeat = asyncio.create_task(self._keep_alive(item.msg))
+        try:
+            while self._busy > 0 or self._isolating:
+                self._slot_freed.clear()
+                await _first(self._slot_freed, timeout=0.1)
+            self._isolating = True
+            self._busy += 1
+        finally:
+            heartbeat.cancel()
+            self._suspects -= 1
+        try:
+            await self._handle(item)
+        finally:
+            self._isolating = False
+            self._slot_freed.set()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -266,26 +312,60 @@ class Worker:
                     await self._runs.expire(run)
                 return
 
-            if attempt >= self._settings.max_deliver:
-                result = decider.StepResult(
-                    outcome="refused",
-                    error=StepError(
-                        code="poison",
-                        message=(
-                            f"the step was delivered {attempt} times without "
-                            "finishing; its worker crashed or stalled each time"
-                        ),
-                    ),
-                    started_at=datetime.now(UTC),
-                    duration_ms=0.0,
-                    attempt=attempt,
-                    limit="poison",
-                )
-            else:
+            result: decider.StepResult | None = None
+            if attempt > 1:
+                # This delivery replaces one that was lost with the step in
+                # hand: the retry is recorded before the step runs again.
+                result = await self._retry(run, state, message, entry, attempt)
+                if state.finished or (message.id, entry) in state.done:
+                    continue
+            if result is None:
                 result = await self._runner.run(
                     organism, listener, message, state, attempt=attempt
                 )
             await self._record(run, state, organism, message, entry, result)
+
+    async def _retry(
+        self,
+        run: AggregateRef,
+        state: RunState,
+        message: Message,
+        entry: int,
+        attempt: int,
+    ) -> decider.StepResult | None:
+        """Record a retry of the step, or, if it used up its retries, poison.
+
+        Returns the poison outcome, or ``None`` when the step should run.
+        """
+        settings = self._settings
+        retries = state.retries.get((message.id, entry), 0)
+        if retries >= settings.max_retries or attempt >= settings.max_deliver:
+            detail = (
+                f"the step ran {retries + 1} times and its worker died or stalled "
+                f"each time (delivery {attempt})"
+            )
+            return decider.StepResult(
+                outcome="refused",
+                error=StepError(code="poison", message=detail),
+                started_at=datetime.now(UTC),
+                duration_ms=0.0,
+                attempt=attempt,
+                limit="poison",
+            )
+        command_id = f"{run.aggregate_id}:{message.id}:{entry}:retry:{attempt}"
+        async with self._lock(run):
+            while not state.finished and (message.id, entry) not in state.done:
+                event = decider.retry(state, message, entry, attempt)
+                if await self._journal.commit(run, state, event, command_id=command_id):
+                    break
+        log.warning(
+            "step.retried",
+            tenant_id=run.tenant_id,
+            run_id=run.aggregate_id,
+            message_id=message.id,
+            attempt=attempt,
+        )
+        return None
 
     async def _record(
         self,
@@ -352,6 +432,27 @@ class Worker:
             except Exception as error:  # noqa: BLE001 - retried next interval
                 log.warning("worker.scan_failed", error=str(error))
             await _first(stopping, timeout=self._settings.scan_interval)
+
+    async def _pace(self, stopping: asyncio.Event) -> None:
+        """Take fewer steps in hand while the event loop is behind.
+
+        Steps in hand share one event loop. When they keep it busy, a step that
+        was just pulled for another tenant waits behind all of them, however
+        fairly it was chosen. So the limit falls while the loop lags and climbs
+        back while it keeps up (additive increase, multiplicative decrease),
+        between ``min_concurrency`` and ``concurrency``.
+        """
+        settings = self._settings
+        loop = asyncio.get_running_loop()
+        while not stopping.is_set():
+            began = loop.time()
+            await asyncio.sleep(_PACE_INTERVAL)
+            lag = loop.time() - began - _PACE_INTERVAL
+            if lag > _LAGGING:
+                self._limit = max(settings.min_concurrency, int(self._limit * 0.75))
+            elif lag < _KEEPING_UP and self._limit < settings.concurrency:
+                self._limit += 1
+                self._slot_freed.set()
 
     async def _watch(self, stopping: asyncio.Event) -> None:
         assert self._overdue is not None
