@@ -10,6 +10,7 @@ from nextra.domain.flows.model import Organism
 from nextra.events.envelope import AggregateRef
 from nextra.events.flows import FlowCreated, FlowRevised
 from nextra.eventstore.base import EventStore
+from nextra.eventstore.subjects import aggregate_subject
 from nextra.kernel.errors import NotFoundError
 
 __all__ = ("Organisms",)
@@ -34,15 +35,30 @@ class Organisms:
         self._load = load
         self._size = size
         self._parsed: OrderedDict[tuple[str, str, int], Organism] = OrderedDict()
+        self._states: dict[AggregateRef, tuple[int, flows.FlowState]] = {}
 
     async def flow(self, tenant_id: str, flow_id: str) -> flows.FlowState:
         """The flow as its events say now.
 
+        Each call asks the store for the flow's last sequence, one small read,
+        and folds the history again only when it moved: a flow's revisions each
+        hold the whole YAML, and every trigger asks.
+
         Raises:
             NotFoundError: No such flow for this tenant, or it was deleted.
         """
-        history = await self._store.load(AggregateRef(tenant_id, flows.KIND, flow_id))
-        state = flows.fold(recorded.event for recorded in history)
+        aggregate = AggregateRef(tenant_id, flows.KIND, flow_id)
+        version = await self._store.last_sequence(aggregate_subject(aggregate))
+        cached = self._states.get(aggregate)
+        if cached is not None and cached[0] == version:
+            state = cached[1]
+        else:
+            history = await self._store.load(aggregate)
+            state = flows.fold(recorded.event for recorded in history)
+            if history:
+                if len(self._states) >= self._size:
+                    self._states.clear()
+                self._states[aggregate] = (history[-1].sequence, state)
         if not state.exists or state.deleted:
             message = f"flow {flow_id} does not exist"
             raise NotFoundError(message, where=f"flow/{flow_id}")
