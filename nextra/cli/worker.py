@@ -30,7 +30,6 @@ async def run_worker_process(platform: Platform, stopping: asyncio.Event) -> Non
     worker = Worker(
         platform.nc,
         queues,
-        runs.organisms,
         runs,
         StepRunner(settings.trusted_handler_modules),
         WorkerSettings(

@@ -139,7 +139,7 @@ async def worker_running(
 ) -> AsyncIterator[Worker]:
     queues = FlowQueues(nc, runs_store)
     runs = build_runs(nc, store, runs_store, queues, ack_wait=settings.ack_wait)
-    worker = Worker(nc, queues, runs.organisms, runs, StepRunner(TRUSTED), settings)
+    worker = Worker(nc, queues, runs, StepRunner(TRUSTED), settings)
     stopping = asyncio.Event()
     task = asyncio.create_task(worker.run(stopping))
     try:

@@ -92,7 +92,6 @@ async def test_the_watchdog_fails_an_open_run_past_its_deadline(
     watchdog = Worker(
         nc,
         queues,
-        runs.organisms,
         runs,
         StepRunner(TRUSTED),
         WorkerSettings(watchdog_interval=0.1, scan_interval=60),

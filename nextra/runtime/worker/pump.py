@@ -20,7 +20,6 @@ import msgspec
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from nextra.app.organisms import Organisms
 from nextra.app.runs import RunCommands, RunJournal
 from nextra.domain.flows.model import Organism
 from nextra.domain.runs import decider
@@ -48,10 +47,10 @@ Overdue = Callable[[], Awaitable[Sequence[AggregateRef]]]
 _TIERS: frozenset[str] = frozenset({"free", "paid", "pro", "enterprise"})
 # How often the event loop's lag is sampled, and what counts as lagging.
 _PACE_INTERVAL = 0.05
-# Deliveries after which an event runs alone (see Worker._isolated).
-_ISOLATE_FROM = 2
 _LAGGING = 0.005
 _KEEPING_UP = 0.002
+# Deliveries after which an event runs alone (see Worker._isolated).
+_ISOLATE_FROM = 2
 
 
 class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,7 +94,6 @@ class Worker:
         self,
         nc: NatsClient,
         queues: FlowQueues,
-        organisms: Organisms,
         runs: RunCommands,
         runner: StepRunner,
         settings: WorkerSettings,
@@ -104,7 +102,7 @@ class Worker:
     ) -> None:
         self._nc = nc
         self._queues = queues
-        self._organisms = organisms
+        self._organisms = runs.organisms
         self._runs = runs
         self._journal: RunJournal = runs.journal
         self._runner = runner
