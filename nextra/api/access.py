@@ -132,6 +132,8 @@ class AccessController(Controller):
         result = await context.tenants.revoke_api_key(
             principal.tenant_id, key_id, context=CommandContext(actor=principal.actor)
         )
+        # Other API processes hear of it from the event; this one need not wait.
+        context.tenant_cache.forget_tenant(principal.tenant_id)
         await projected(context, "access", result)
 
     @get("/members")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from nats.aio.subscription import Subscription
 
 import nextra
 from nextra.api.access import AccessController
@@ -33,6 +36,18 @@ def create_app(context: ApiContext) -> Litestar:
     def provide_context() -> ApiContext:
         return context
 
+    following: list[Subscription] = []
+
+    async def follow_tenants() -> None:
+        if context.nats is not None:
+            following.append(await context.tenant_cache.follow(context.nats))
+
+    async def unfollow_tenants() -> None:
+        for subscription in following:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+        following.clear()
+
     config = AppConfig(
         route_handlers=[
             health,
@@ -53,6 +68,8 @@ def create_app(context: ApiContext) -> Litestar:
             "principal": Provide(provide_principal),
         },
         exception_handlers=EXCEPTION_HANDLERS,
+        on_startup=[follow_tenants],
+        on_shutdown=[unfollow_tenants],
         middleware=[observe_requests],
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NatsClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from nextra.api.tenant_cache import TenantCache
 from nextra.app.flows import FlowCommands
 from nextra.app.runs import RunCommands
 from nextra.app.tenants import TenantCommands
@@ -35,6 +36,7 @@ class ApiContext:
         nats: The NATS connection, for live feeds over WebSockets.
         runs_store: The store of run events (``NX_RUNS``).
         runs: Triggers and cancels runs; ``None`` turns those routes off.
+        tenant_cache: Verified callers and tiers, kept for a few seconds.
     """
 
     readiness: Readiness
@@ -49,3 +51,4 @@ class ApiContext:
     nats: NatsClient | None = None
     runs_store: JetStreamEventStore | None = None
     runs: RunCommands | None = None
+    tenant_cache: TenantCache = field(default_factory=TenantCache)

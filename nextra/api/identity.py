@@ -100,6 +100,11 @@ async def authenticate(token: str, context: ApiContext) -> Principal:
 
 
 async def _from_api_key(token: str, context: ApiContext) -> Principal:
+    known = context.tenant_cache.api_key(token)
+    if known is not None:
+        tenant_id, key_id, role = known
+        return Principal(tenant_id=tenant_id, actor=f"api-key:{key_id}", role=role)
+
     parsed = parse_api_key(token)
     async with context.engine.connect() as connection:
         key = await read_api_key(connection, parsed.prefix)
@@ -115,6 +120,13 @@ async def _from_api_key(token: str, context: ApiContext) -> Principal:
     if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
         message = "the API key has expired"
         raise AuthenticationError(message, reason="expired", where="authorization")
+    context.tenant_cache.keep_api_key(
+        token,
+        tenant_id=key.tenant_id,
+        key_id=key.key_id,
+        role=key.role,
+        expires_at=key.expires_at,
+    )
     return Principal(
         tenant_id=key.tenant_id, actor=f"api-key:{key.key_id}", role=key.role
     )
@@ -126,11 +138,13 @@ async def _from_session(
     claims = await sessions.verify(token)
     # A Clerk organisation is a tenant; a user without one works in their own.
     tenant_id = claims.org_id or claims.subject
-    async with context.engine.connect() as connection:
-        member = await read_member(connection, tenant_id, claims.subject)
-    if member is None:
-        message = f"user {claims.subject} is not a member of tenant {tenant_id}"
-        raise Forbidden(message, where="tenant")
-    return Principal(
-        tenant_id=tenant_id, actor=f"user:{claims.subject}", role=member.role
-    )
+    role = context.tenant_cache.member_role(tenant_id, claims.subject)
+    if role is None:
+        async with context.engine.connect() as connection:
+            member = await read_member(connection, tenant_id, claims.subject)
+        if member is None:
+            message = f"user {claims.subject} is not a member of tenant {tenant_id}"
+            raise Forbidden(message, where="tenant")
+        role = member.role
+        context.tenant_cache.keep_member_role(tenant_id, claims.subject, role)
+    return Principal(tenant_id=tenant_id, actor=f"user:{claims.subject}", role=role)

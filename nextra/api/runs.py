@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -80,35 +79,17 @@ def _runs(context: ApiContext) -> RunCommands:
     return context.runs
 
 
-class _TierCache:
-    """Tenants' tiers for a few seconds, to spare every trigger a query.
-
-    A tier change reaches new runs within ``ttl`` seconds; runs keep the limits
-    they started with anyway.
-    """
-
-    def __init__(self, ttl: float = 5.0, size: int = 10_000) -> None:
-        self._ttl = ttl
-        self._size = size
-        self._tiers: dict[str, tuple[float, Tier]] = {}
-
-    async def tier(self, context: ApiContext, tenant_id: str) -> Tier:
-        now = time.monotonic()
-        cached = self._tiers.get(tenant_id)
-        if cached is not None and now - cached[0] < self._ttl:
-            return cached[1]
-        async with context.engine.connect() as connection:
-            tenant = await read_tenant(connection, tenant_id)
-        tier: Tier = "free"
-        if tenant is not None and tenant.tier in ("paid", "pro", "enterprise"):
-            tier = tenant.tier  # type: ignore[assignment]
-        if len(self._tiers) >= self._size:
-            self._tiers.clear()
-        self._tiers[tenant_id] = (now, tier)
+async def _tier(context: ApiContext, tenant_id: str) -> Tier:
+    tier = context.tenant_cache.tier(tenant_id)
+    if tier is not None:
         return tier
-
-
-_TIERS = _TierCache()
+    async with context.engine.connect() as connection:
+        tenant = await read_tenant(connection, tenant_id)
+    tier = "free"
+    if tenant is not None and tenant.tier in ("paid", "pro", "enterprise"):
+        tier = tenant.tier  # type: ignore[assignment]
+    context.tenant_cache.keep_tier(tenant_id, tier)
+    return tier
 
 
 async def _trigger(
@@ -120,7 +101,7 @@ async def _trigger(
     wait: float,
 ) -> Response[RunStarted]:
     runs = _runs(context)
-    tier = await _TIERS.tier(context, principal.tenant_id)
+    tier = await _tier(context, principal.tenant_id)
     key = request.headers.get("idempotency-key")
     run_id = new_run_id(principal.tenant_id, key)
     payload: dict[str, Any] | str = data.text if data.text is not None else {}

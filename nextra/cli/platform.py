@@ -13,6 +13,7 @@ from nats.aio.client import Client as NatsClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from nextra.api.context import ApiContext
+from nextra.api.tenant_cache import TenantCache
 from nextra.app.flows import FlowCommands
 from nextra.app.organisms import Organisms
 from nextra.app.runs import RunCommands
@@ -255,6 +256,7 @@ class Platform:
             nats=self.nc,
             runs_store=self.runs_store,
             runs=self.run_commands(FlowQueues(self.nc, self.runs_store)),
+            tenant_cache=TenantCache(ttl=settings.auth_cache_seconds),
         )
 
     def run_commands(self, queues: FlowQueues) -> RunCommands:

@@ -34,6 +34,9 @@ async def run_worker_process(platform: Platform, stopping: asyncio.Event) -> Non
         StepRunner(settings.trusted_handler_modules),
         WorkerSettings(
             concurrency=settings.worker_concurrency,
+            min_concurrency=min(
+                settings.worker_min_concurrency, settings.worker_concurrency
+            ),
             ack_wait=settings.worker_ack_wait,
             max_deliver=settings.worker_max_deliver,
         ),

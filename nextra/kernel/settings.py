@@ -55,6 +55,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     projector_batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
     read_your_writes_timeout: PositiveFloat = 5.0
     """Longest a query waits for a projection to pass a sequence it was given."""
+    auth_cache_seconds: Annotated[float, msgspec.Meta(ge=0, le=300)] = 5.0
+    """Longest an API process uses a verified API key, member role or tier without
+    asking Postgres again; the tenant's events drop them sooner. ``0``: never."""
     service_name: str = "nextra"
     clerk_jwks_url: str | None = None
     """Where Clerk publishes the keys of its session tokens; unset: API keys only."""
@@ -70,6 +73,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     comma-separated in the environment. The hosted default trusts none."""
     worker_concurrency: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 64
     """Run events one worker process works on at once."""
+    worker_min_concurrency: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 4
+    """The fewest run events a worker keeps taking while its event loop lags;
+    at or over ``worker_concurrency`` pacing is off (see docs/runs.md)."""
     worker_ack_wait: PositiveFloat = 30.0
     """Seconds before a step a worker took and did not finish is handed to
     another worker (workers extend it while a handler runs)."""

@@ -17,6 +17,7 @@ import msgspec
 from sqlalchemy import (
     BigInteger,
     Row,
+    Update,
     bindparam,
     cast,
     func,
@@ -60,6 +61,17 @@ __all__ = (
 RunStatus = Literal["running", "completed", "failed", "cancelled"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MessageKey = tuple[str, str, str]
+_ENDING_COLUMNS = (
+    "finished_at",
+    "steps",
+    "version",
+    "status",
+    "output_type",
+    "output",
+    "error_reason",
+    "error_message",
+    "error_listener",
+)
 
 
 class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -180,25 +192,17 @@ class RunsProjection(Projection):
         # Endings, then hop counts, each guarded by the row's version: an event
         # already applied, or older than the row, changes nothing. A step
         # before its run's end in this batch is counted by the end itself.
-        for (tenant_id, run_id), ending in endings:
-            finished_at = literal(ending["finished_at"], runs.c.finished_at.type)
+        if endings:
             await connection.execute(
-                update(runs)
-                .where(
-                    runs.c.tenant_id == tenant_id,
-                    runs.c.run_id == run_id,
-                    runs.c.version < ending["version"],
-                )
-                .values(
-                    **ending,
-                    duration_ms=cast(
-                        func.round(
-                            func.extract("epoch", finished_at - runs.c.triggered_at)
-                            * 1000
-                        ),
-                        BigInteger,
-                    ),
-                )
+                _END,
+                [
+                    {
+                        "key_tenant": tenant_id,
+                        "key_run": run_id,
+                        **{f"end_{name}": value for name, value in ending.items()},
+                    }
+                    for (tenant_id, run_id), ending in endings
+                ],
             )
         if stepped:
             await connection.execute(
@@ -210,23 +214,41 @@ class RunsProjection(Projection):
             )
 
 
-# A run's hop count, recounted from its steps: right however often it is run.
-_RECOUNT = (
-    update(runs)
-    .where(
+def _run_row_before(version: str) -> Update:
+    """An update of one run's row, guarded to rows older than the event applied."""
+    return update(runs).where(
         runs.c.tenant_id == bindparam("key_tenant"),
         runs.c.run_id == bindparam("key_run"),
-        runs.c.version < bindparam("at_sequence"),
+        runs.c.version < bindparam(version),
     )
-    .values(
-        steps=select(func.count())
-        .where(
-            run_steps.c.tenant_id == runs.c.tenant_id,
-            run_steps.c.run_id == runs.c.run_id,
-        )
-        .scalar_subquery(),
-        version=bindparam("at_sequence"),
+
+
+# A run's end, as one statement for every ending of a batch.
+_FINISHED_AT = bindparam("end_finished_at", type_=runs.c.finished_at.type)
+_END = _run_row_before("end_version").values(
+    {
+        **{
+            name: bindparam(f"end_{name}", type_=runs.c[name].type)
+            for name in _ENDING_COLUMNS
+        },
+        "duration_ms": cast(
+            func.round(
+                func.extract("epoch", _FINISHED_AT - runs.c.triggered_at) * 1000
+            ),
+            BigInteger,
+        ),
+    }
+)
+
+# A run's hop count, recounted from its steps: right however often it is run.
+_RECOUNT = _run_row_before("at_sequence").values(
+    steps=select(func.count())
+    .where(
+        run_steps.c.tenant_id == runs.c.tenant_id,
+        run_steps.c.run_id == runs.c.run_id,
     )
+    .scalar_subquery(),
+    version=bindparam("at_sequence"),
 )
 
 
@@ -338,12 +360,11 @@ async def _fill_incoming(
 def _ending(
     recorded: RecordedEvent, event: RunCompleted | RunFailed | RunCancelled
 ) -> dict[str, Any]:
-    """The columns a run's end changes."""
-    ending: dict[str, Any] = {
-        "finished_at": recorded.recorded_at,
-        "steps": event.steps,
-        "version": recorded.sequence,
-    }
+    """The columns a run's end changes: every one of them, as ``_END`` binds all."""
+    ending: dict[str, Any] = dict.fromkeys(_ENDING_COLUMNS)
+    ending.update(
+        finished_at=recorded.recorded_at, steps=event.steps, version=recorded.sequence
+    )
     if isinstance(event, RunCompleted):
         ending.update(
             status="completed", output_type=event.output_type, output=event.output
