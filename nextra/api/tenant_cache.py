@@ -7,6 +7,11 @@ changed) drops all of that tenant's entries in every API process that follows
 the events, so a revocation takes effect at once rather than after the TTL.
 The TTL bounds how long a missed event can matter: the follower is a core NATS
 subscription, which sees nothing while the process is disconnected.
+
+The event arrives before the projection that answers from Postgres has applied
+it, so for one TTL after a tenant's event nothing of that tenant is kept: a
+request in that window reads Postgres, possibly before the change, but its
+answer is not remembered past it.
 """
 
 from __future__ import annotations
@@ -95,6 +100,8 @@ class TenantCache:
         self._keys: _Entries[tuple[str, str, str]] = _Entries(ttl, size)
         self._members: _Entries[str] = _Entries(ttl, size)
         self._tiers: _Entries[Tier] = _Entries(ttl, size)
+        self._size = size
+        self._changed: dict[str, float] = {}
 
     def api_key(self, token: str) -> tuple[str, str, str] | None:
         """The ``(tenant, key id, role)`` a verified key stands for, if known."""
@@ -113,25 +120,44 @@ class TenantCache:
         if expires_at is not None:
             # Never past the key's own expiry.
             ttl = (expires_at - datetime.now(UTC)).total_seconds()
+        if not self._settled(tenant_id):
+            return
         self._keys.put(_digest(token), tenant_id, (tenant_id, key_id, role), ttl=ttl)
 
     def member_role(self, tenant_id: str, user_id: str) -> str | None:
         return self._members.get(f"{tenant_id}/{user_id}")
 
     def keep_member_role(self, tenant_id: str, user_id: str, role: str) -> None:
+        if not self._settled(tenant_id):
+            return
         self._members.put(f"{tenant_id}/{user_id}", tenant_id, role, ttl=None)
 
     def tier(self, tenant_id: str) -> Tier | None:
         return self._tiers.get(tenant_id)
 
     def keep_tier(self, tenant_id: str, tier: Tier) -> None:
+        if not self._settled(tenant_id):
+            return
         self._tiers.put(tenant_id, tenant_id, tier, ttl=None)
 
     def forget_tenant(self, tenant_id: str) -> None:
-        """Drop everything known of the tenant: its keys, members and tier."""
+        """Drop everything known of the tenant, and keep nothing of it for a TTL."""
+        now = time.monotonic()
+        if len(self._changed) >= self._size:
+            self._changed = {t: at for t, at in self._changed.items() if at > now}
+        self._changed[tenant_id] = now + self.ttl
         self._keys.forget_tenant(tenant_id)
         self._members.forget_tenant(tenant_id)
         self._tiers.forget_tenant(tenant_id)
+
+    def _settled(self, tenant_id: str) -> bool:
+        until = self._changed.get(tenant_id)
+        if until is None:
+            return True
+        if time.monotonic() < until:
+            return False
+        del self._changed[tenant_id]
+        return True
 
     async def follow(self, nc: NatsClient) -> Subscription:
         """Forget a tenant whenever one of its tenant events is published."""

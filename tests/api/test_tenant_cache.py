@@ -31,6 +31,27 @@ def test_keys_are_kept_by_digest_and_forgotten_per_tenant() -> None:
     assert cache.api_key("nx_b_secretX") is None
 
 
+def test_nothing_of_a_changed_tenant_is_kept_until_its_read_model_can_follow() -> None:
+    # A request that read Postgres just before the change was projected must
+    # not make its answer outlive the change.
+    cache = TenantCache(ttl=600)
+    cache.forget_tenant("a")
+
+    cache.keep_api_key(
+        "nx_a", tenant_id="a", key_id="k1", role="owner", expires_at=None
+    )
+    cache.keep_tier("a", "pro")
+    cache.keep_member_role("a", "user_1", "admin")
+    cache.keep_api_key(
+        "nx_b", tenant_id="b", key_id="k2", role="owner", expires_at=None
+    )
+
+    assert cache.api_key("nx_a") is None
+    assert cache.tier("a") is None
+    assert cache.member_role("a", "user_1") is None
+    assert cache.api_key("nx_b") == ("b", "k2", "owner")
+
+
 def test_a_key_is_not_kept_past_its_expiry_and_ttl_zero_keeps_nothing() -> None:
     cache = TenantCache(ttl=600)
     expired = datetime.now(UTC) - timedelta(seconds=1)
