@@ -148,10 +148,13 @@ class ProjectionRunner:
             after=checkpoint.last_sequence,
         )
         try:
+            linger = self.spec.linger_ms / 1000
             while not stopping.is_set():
                 deliveries = await subscription.fetch(self._batch_size, timeout=0.5)
                 if deliveries:
                     await self.handle(deliveries, subscription)
+                if linger and 0 < len(deliveries) < self._batch_size:
+                    await asyncio.sleep(linger)
         finally:
             await subscription.close()
 

@@ -149,18 +149,21 @@ runs = Table(
     Column("output", JSONB(none_as_null=True), nullable=True),
     # Stream sequence of the last event applied to the row.
     Column("version", BigInteger, nullable=False),
-    # A flow's runs, newest first, optionally within a time window.
+    # A flow's runs, newest first, optionally within a time window. Flow first:
+    # an index that began with tenant_id, as the key does, could be chosen for
+    # an update of one run by its key and read all the tenant's runs
+    # (migration 0005).
     Index(
-        "ix_runs_tenant_flow_triggered",
-        "tenant_id",
+        "ix_runs_flow_triggered",
         "flow_id",
+        "tenant_id",
         "triggered_at",
         "run_id",
     ),
     Index(
-        "ix_runs_tenant_flow_status",
-        "tenant_id",
+        "ix_runs_flow_status",
         "flow_id",
+        "tenant_id",
         "status",
         "triggered_at",
     ),
