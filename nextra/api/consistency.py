@@ -7,7 +7,7 @@ from nextra.eventstore.base import AppendResult
 from nextra.kernel.errors import ProjectionError
 from nextra.readmodels.checkpoints import wait_projected
 
-__all__ = ("projected",)
+__all__ = ("projected", "projected_to")
 
 
 async def projected(
@@ -20,12 +20,21 @@ async def projected(
     """
     if result is None:
         return
+    await projected_to(
+        context,
+        projection,
+        result.last_sequence,
+        timeout=context.read_your_writes_timeout,
+    )
+
+
+async def projected_to(
+    context: ApiContext, projection: str, sequence: int, *, timeout: float
+) -> None:
+    """Wait, at most ``timeout`` seconds, until ``projection`` passed ``sequence``."""
+    if sequence <= 0:
+        return
     try:
-        await wait_projected(
-            context.engine,
-            projection,
-            result.last_sequence,
-            timeout=context.read_your_writes_timeout,
-        )
+        await wait_projected(context.engine, projection, sequence, timeout=timeout)
     except ProjectionError:
         return

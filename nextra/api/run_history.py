@@ -10,9 +10,11 @@ from litestar import get
 from litestar.di import NamedDependency
 from litestar.params import FromQuery, QueryParameter
 
+from nextra.api.consistency import projected_to
 from nextra.api.context import ApiContext
 from nextra.api.flows import Identifier
 from nextra.api.identity import Principal
+from nextra.eventstore.subjects import flow_runs_filter, runs_subject
 from nextra.kernel.errors import NotFoundError, ValidationError
 from nextra.readmodels.flows import read_flow
 from nextra.readmodels.runs import (
@@ -28,6 +30,18 @@ from nextra.readmodels.runs import (
 __all__ = ("list_runs", "show_run")
 
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,200}$"
+# A read waits less than a write: when the projector is behind, it answers with
+# what the history has rather than hold the caller.
+_READ_WAIT = 1.0
+
+
+async def _runs_projected(context: ApiContext, subject: str) -> None:
+    """Wait, briefly, until run history holds every event on ``subject``."""
+    if context.runs_store is None:
+        return
+    last = await context.runs_store.last_sequence(subject)
+    timeout = min(_READ_WAIT, context.read_your_writes_timeout)
+    await projected_to(context, "runs", last, timeout=timeout)
 
 
 class TriggerOut(msgspec.Struct, kw_only=True):
@@ -267,6 +281,7 @@ async def list_runs(
     triggered; a time without an offset is UTC. Pass ``next_cursor`` back as
     ``cursor`` for the next page.
     """
+    await _runs_projected(context, flow_runs_filter(principal.tenant_id, flow_id))
     async with context.engine.connect() as connection:
         # The flow first: another tenant's flow is not found, whatever the
         # filters say.
@@ -298,6 +313,12 @@ async def show_run(
     """One run: its trigger, input, outcome and the timeline of its steps."""
     async with context.engine.connect() as connection:
         detail = await read_run(connection, principal.tenant_id, run_id)
+    if detail is None or detail.run.status == "running":
+        # A run just triggered, or one that has just ended, may not be in the
+        # history yet: wait briefly for what its events already say.
+        await _runs_projected(context, runs_subject(principal.tenant_id, "*", run_id))
+        async with context.engine.connect() as connection:
+            detail = await read_run(connection, principal.tenant_id, run_id)
     if detail is None:
         message = f"run {run_id} does not exist"
         raise NotFoundError(message, where=f"run/{run_id}")

@@ -199,6 +199,31 @@ async def test_a_run_reads_with_its_step_timeline(
     )
 
 
+async def test_a_run_reads_as_its_events_say_as_soon_as_they_are_stored(
+    running: Running,
+) -> None:
+    # No wait for the projector here: the history waits for the run's own
+    # events, so a client that was just told a run ended never reads it as
+    # running, nor a run it just started as missing.
+    owner = await running.tenant()
+    flow = await new_flow(running, owner)
+    store = running.platform.runs_store
+
+    started = await running_run(store, owner.tenant_id, flow)
+    shown_started = await running.http.get(
+        f"/api/runs/{started}", headers=owner.headers
+    )
+    ended = await completed_run(store, owner.tenant_id, flow)
+    shown_ended = await running.http.get(f"/api/runs/{ended}", headers=owner.headers)
+    ended_too = await completed_run(store, owner.tenant_id, flow)
+    listed = await running.http.get(f"/api/flows/{flow}/runs", headers=owner.headers)
+
+    assert shown_started.status_code == 200, shown_started.text
+    assert shown_ended.json()["status"] == "completed"
+    newest = listed.json()["items"][0]
+    assert (newest["id"], newest["status"]) == (ended_too, "completed")
+
+
 async def test_a_failed_steps_error_and_dropped_messages_are_in_the_timeline(
     running: Running, history: dict[str, Any]
 ) -> None:
