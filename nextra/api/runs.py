@@ -103,7 +103,7 @@ async def _trigger(
     runs = _runs(context)
     tier = await _tier(context, principal.tenant_id)
     key = request.headers.get("idempotency-key")
-    run_id = new_run_id(principal.tenant_id, key)
+    run_id = new_run_id(principal.tenant_id, flow_id, key)
     payload: dict[str, Any] | str = data.text if data.text is not None else {}
     payload_type = data.payload_type
     if data.payload is not None:

@@ -194,7 +194,7 @@ class RunCommands:
         if isinstance(payload, str):
             payload_type = "TextInput"
             payload = {"text": payload, "source": source, "user": source}
-        run_id = run_id or new_run_id(tenant_id, idempotency_key)
+        run_id = run_id or new_run_id(tenant_id, flow_id, idempotency_key)
         started = decider.start(
             run_id=run_id,
             flow_id=flow_id,
@@ -288,12 +288,13 @@ class RunCommands:
                 return True
 
 
-def new_run_id(tenant_id: str, idempotency_key: str | None = None) -> str:
-    """A fresh run id, or the one an idempotency key always gives."""
+def new_run_id(tenant_id: str, flow_id: str, idempotency_key: str | None = None) -> str:
+    """A fresh run id, or the one an idempotency key always gives for the flow."""
     if idempotency_key is None:
         return new_id()
     # The same key gives the same run, so a retried trigger starts nothing new.
+    # The flow is part of it: a key reused on another flow is another run.
     digest = hashlib.blake2b(
-        f"{tenant_id}\x00{idempotency_key}".encode(), digest_size=13
+        f"{tenant_id}\x00{flow_id}\x00{idempotency_key}".encode(), digest_size=13
     ).hexdigest()
     return f"r{digest}"

@@ -157,6 +157,43 @@ async def test_the_same_idempotency_key_starts_one_run(running: Running) -> None
     assert first.json()["run_id"] == second.json()["run_id"]
 
 
+async def test_an_idempotency_key_reused_on_another_flow_starts_another_run(
+    running: Running,
+) -> None:
+    caller = await running.tenant()
+    first_flow = await started_flow(running, caller, FLOW)
+    second_flow = await started_flow(running, caller, FLOW)
+    headers = {**caller.headers, "Idempotency-Key": "shared"}
+
+    first, second = [
+        await running.http.post(
+            f"/api/flows/{flow_id}/runs?wait=10",
+            json={"payload": {"text": "x"}},
+            headers=headers,
+        )
+        for flow_id in (first_flow, second_flow)
+    ]
+
+    assert (first.status_code, second.status_code) == (200, 200), second.text
+    assert first.json()["run_id"] != second.json()["run_id"]
+    assert second.json()["flow_id"] == second_flow
+
+
+async def test_a_payload_over_the_tiers_size_is_refused_with_a_problem(
+    running: Running,
+) -> None:
+    caller = await running.tenant(tier="free")
+    flow_id = await started_flow(running, caller, FLOW)
+
+    response = await trigger(
+        running, caller, flow_id, {"payload": {"text": "x" * 70_000}}
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["where"] == "payload"
+
+
 async def test_cancel_stops_a_running_run(running: Running) -> None:
     caller = await running.tenant()
     flow_id = await started_flow(running, caller, SLEEPY)

@@ -29,7 +29,7 @@ from nextra.events.runs import (
     Trigger,
 )
 from nextra.events.tenants import Tier
-from nextra.kernel.errors import ConflictError, NextraError, ValidationError
+from nextra.kernel.errors import ConflictError, ValidationError
 
 __all__ = (
     "PayloadTooLarge",
@@ -44,8 +44,15 @@ __all__ = (
 )
 
 
-class PayloadTooLarge(NextraError):
-    """A trigger's payload is larger than the tier allows."""
+MAX_EVENT_BYTES = 1_000_000
+"""Most bytes of one run event: NX_RUNS takes messages of up to 1 MiB
+(``streams/runs.toml``), and the store's headers need the rest."""
+_LOGS_KEPT = 20
+_ENCODER = msgspec.json.Encoder()
+
+
+class PayloadTooLarge(ValidationError):
+    """A trigger's payload is larger than the tier allows, or than one event holds."""
 
     code = "payload-too-large"
 
@@ -155,7 +162,7 @@ def start(
         thread_id=thread_id(run_id, chain),
         receivers=len(receivers),
     )
-    return RunTriggered(
+    started = RunTriggered(
         run_id=run_id,
         flow_id=flow_id,
         revision=revision,
@@ -165,6 +172,16 @@ def start(
         limits=limits,
         deadline=now + timedelta(seconds=limits.deadline_seconds),
     )
+    size = len(_ENCODER.encode(started))
+    if size > MAX_EVENT_BYTES:
+        message = (
+            f"with its run's details the trigger is {size} bytes; one run event "
+            f"holds at most {MAX_EVENT_BYTES}"
+        )
+        raise PayloadTooLarge(
+            message, expected=f"<= {MAX_EVENT_BYTES}", got=size, where="payload"
+        )
+    return started
 
 
 def complete_step(
@@ -185,37 +202,71 @@ def complete_step(
     receivers = listeners_for(organism, message.to, message.payload_type)
     listener = receivers[entry]
     if result.limit is not None or result.outcome != "ok":
-        return StepCompleted(
-            message_id=message.id,
-            listener=listener.name,
-            entry=entry,
-            outcome=result.outcome,
-            error=result.error,
-            logs=result.logs,
-            started_at=result.started_at,
-            duration_ms=result.duration_ms,
-            attempt=result.attempt,
-            limit=result.limit,
+        return _bounded(
+            StepCompleted(
+                message_id=message.id,
+                listener=listener.name,
+                entry=entry,
+                outcome=result.outcome,
+                error=result.error,
+                logs=result.logs,
+                started_at=result.started_at,
+                duration_ms=result.duration_ms,
+                attempt=result.attempt,
+                limit=result.limit,
+            )
         )
 
     routed = route(organism, state, message, listener, result.replies)
     error = result.error
     if routed.limit is not None:
         error = StepError(code=routed.limit, message=routed.detail)
-    return StepCompleted(
-        message_id=message.id,
-        listener=listener.name,
-        entry=entry,
-        outcome=result.outcome,
-        sent=routed.sent,
-        dropped=routed.dropped,
-        error=error,
-        logs=result.logs,
-        started_at=result.started_at,
-        duration_ms=result.duration_ms,
-        attempt=result.attempt,
-        responded=routed.responded,
-        limit=routed.limit,
+    return _bounded(
+        StepCompleted(
+            message_id=message.id,
+            listener=listener.name,
+            entry=entry,
+            outcome=result.outcome,
+            sent=routed.sent,
+            dropped=routed.dropped,
+            error=error,
+            logs=result.logs,
+            started_at=result.started_at,
+            duration_ms=result.duration_ms,
+            attempt=result.attempt,
+            responded=routed.responded,
+            limit=routed.limit,
+        )
+    )
+
+
+def _bounded(step: StepCompleted) -> StepCompleted:
+    """The step as recorded, or, if one event cannot hold it, a payload failure.
+
+    Each payload is within the tier's limit, but a step also carries everything
+    it sent on, what was dropped, and its logs: together they can be more than
+    the stream takes in one message. The run then fails with ``payload_limit``
+    rather than its commit failing until the step looks like poison.
+    """
+    size = len(_ENCODER.encode(step))
+    if size <= MAX_EVENT_BYTES:
+        return step
+    detail = (
+        f"the step's outcome is {size} bytes with what it sent on, dropped and "
+        f"logged; one run event holds at most {MAX_EVENT_BYTES}"
+    )
+    logs = step.logs[:_LOGS_KEPT]
+    while logs and len(_ENCODER.encode(logs)) > MAX_EVENT_BYTES // 2:
+        logs = logs[: len(logs) // 2]
+    return msgspec.structs.replace(
+        step,
+        outcome="refused",
+        sent=(),
+        dropped=(),
+        responded=False,
+        logs=logs,
+        error=StepError(code="payload_limit", message=detail),
+        limit="payload_limit",
     )
 
 

@@ -12,7 +12,7 @@ from nextra.domain.runs.routing import Reply
 from nextra.domain.runs.state import RunState
 from nextra.domain.runs.threads import thread_id
 from nextra.domain.tiers import limits_for
-from nextra.events.runs import RunCompleted, RunFailed, Trigger
+from nextra.events.runs import LogLine, RunCompleted, RunFailed, Trigger
 from nextra.kernel.errors import ConflictError, ValidationError
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -227,3 +227,48 @@ def test_a_reply_over_the_payload_limit_ends_the_run() -> None:
     ending = decider.settle(state)
     assert isinstance(ending, RunFailed)
     assert ending.reason == "payload_limit"
+
+
+def test_a_step_too_big_for_one_event_fails_the_run_instead_of_its_commit() -> None:
+    # Ten forwards within the free tier's limit, and logs of multi-byte text:
+    # each part is allowed, together they are over what one event holds.
+    state = started()
+    text = "x" * (limits_for("free").max_payload_bytes - 100)
+    logs = tuple(LogLine(at=NOW, level="info", message="é" * 2000) for _ in range(200))
+    big = decider.StepResult(
+        outcome="ok",
+        replies=tuple(forward("b", text) for _ in range(10)),
+        logs=logs,
+        started_at=NOW,
+        duration_ms=1.0,
+    )
+
+    step = decider.complete_step(state, FLOW, state.messages["1"], 0, big)
+
+    assert step is not None
+    assert (step.outcome, step.limit, step.sent) == ("refused", "payload_limit", ())
+    assert step.error is not None and "one run event holds" in step.error.message
+    assert 0 < len(step.logs) <= 20
+    state.apply(step, 2)
+    ending = decider.settle(state)
+    assert isinstance(ending, RunFailed)
+    assert ending.reason == "payload_limit"
+
+
+def test_a_trigger_too_big_for_one_event_is_refused_whatever_the_tier() -> None:
+    with pytest.raises(decider.PayloadTooLarge) as caught:
+        decider.start(
+            run_id="r1",
+            flow_id="f1",
+            revision=1,
+            organism=FLOW,
+            tier="enterprise",
+            limits=decider.limits_of(limits_for("enterprise")),
+            trigger=Trigger(kind="manual", source="user:u"),
+            payload_type="Msg",
+            payload={"text": "é" * 510_000},
+            now=NOW,
+        )
+
+    assert caught.value.where == "payload"
+    assert isinstance(caught.value, ValidationError)
