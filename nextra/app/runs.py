@@ -62,12 +62,20 @@ class RunJournal:
         self._size = size
         self._states: OrderedDict[str, tuple[AggregateRef, RunState]] = OrderedDict()
 
-    async def state(self, run: AggregateRef, *, at_least: int = 0) -> RunState:
-        """The run's state, at least as new as sequence ``at_least``."""
+    async def state(
+        self, run: AggregateRef, *, at_least: int = 0, latest: bool = False
+    ) -> RunState:
+        """The run's state, at least as new as sequence ``at_least``.
+
+        With ``latest``, a run that has not ended is always read up to its last
+        event, so that a cancel or a failure stored by another process is seen
+        before a handler runs; an ended run cannot change and is not read again.
+        """
         cached = self._states.get(run.aggregate_id)
         if cached is not None and cached[1].version >= at_least and at_least:
             self._states.move_to_end(run.aggregate_id)
-            return cached[1]
+            if not latest or cached[1].finished:
+                return cached[1]
         state = cached[1] if cached is not None else RunState()
         return await self.refresh(run, state)
 

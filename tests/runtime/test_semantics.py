@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from nextra.app.runs import RunJournal
 from nextra.events.runs import RunFailed, StepCompleted
+from nextra.eventstore.subjects import run_aggregate
 from tests.runtime.conftest import Runtime
 from tests.runtime.flowkit import CALLS
 
@@ -369,3 +371,20 @@ async def test_cancel_stops_a_run(runtime: Runtime) -> None:
     events = await runtime.events(flow, triggered.run_id)
     # The handler's late outcome was not recorded on the ended run.
     assert [type(e.event).__name__ for e in events] == ["RunTriggered", "RunCancelled"]
+
+
+async def test_a_worker_reads_a_cancel_stored_elsewhere_before_the_next_step(
+    runtime: Runtime,
+) -> None:
+    flow = await runtime.flow(organism(listener("sleepy", "sleepy")))
+    triggered = await runtime.trigger(flow, {"text": "0.5"})
+    run = run_aggregate(flow.tenant_id, flow.flow_id, triggered.run_id)
+    worker_journal = RunJournal(runtime.runs_store)
+    seen = await worker_journal.state(run)
+
+    await runtime.runs.cancel(flow.tenant_id, triggered.run_id, actor="user:tester")
+
+    cached = await worker_journal.state(run, at_least=seen.version)
+    assert cached.status == "running"
+    latest = await worker_journal.state(run, at_least=seen.version, latest=True)
+    assert latest.status == "cancelled"

@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import logging
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -81,11 +82,13 @@ class StepRunner:
 
     Args:
         trusted_prefixes: Module prefixes whose Python handlers may be loaded.
+        size: How many loaded handlers to keep; the least recently used go.
     """
 
-    def __init__(self, trusted_prefixes: tuple[str, ...]) -> None:
+    def __init__(self, trusted_prefixes: tuple[str, ...], *, size: int = 4096) -> None:
         self._trusted = trusted_prefixes
-        self._handlers: dict[tuple[str, int, int], Handler] = {}
+        self._size = size
+        self._handlers: OrderedDict[tuple[str, int, int], Handler] = OrderedDict()
 
     async def run(
         self,
@@ -154,9 +157,14 @@ class StepRunner:
         # Revisions never change, so a loaded handler serves all their runs.
         key = (state.flow_id, state.revision, organism.listeners.index(listener))
         handler = self._handlers.get(key)
-        if handler is None:
-            handler = load_handler(listener, organism, trusted_prefixes=self._trusted)
-            self._handlers[key] = handler
+        if handler is not None:
+            self._handlers.move_to_end(key)
+            return handler
+
+        handler = load_handler(listener, organism, trusted_prefixes=self._trusted)
+        self._handlers[key] = handler
+        if len(self._handlers) > self._size:
+            self._handlers.popitem(last=False)
         return handler
 
     @staticmethod

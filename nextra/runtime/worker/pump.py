@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from nats.aio.client import Client as NatsClient
@@ -35,6 +35,7 @@ from nextra.eventstore.flowqueues import (
     parse_wake,
     wake_subject,
 )
+from nextra.kernel.errors import EventStoreTimeout, EventStoreUnavailable
 from nextra.kernel.logging import get_logger
 from nextra.runtime.worker.executor import StepRunner
 from nextra.runtime.worker.scheduler import FairScheduler
@@ -43,6 +44,7 @@ __all__ = ("Worker", "WorkerSettings")
 
 log = get_logger(__name__)
 
+_T = TypeVar("_T")
 Overdue = Callable[[], Awaitable[Sequence[AggregateRef]]]
 _TIERS: frozenset[str] = frozenset({"free", "paid", "pro", "enterprise"})
 # How often the event loop's lag is sampled, and what counts as lagging.
@@ -69,6 +71,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
         scan_interval: Seconds between looks at every flow's backlog, which
             catches work whose wake-up was missed.
         watchdog_interval: Seconds between looks for runs past their deadline.
+        outage_seconds: Seconds a worker keeps trying to read a run the store
+            does not answer for, before it gives the event back.
     """
 
     concurrency: int = 64
@@ -80,6 +84,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     ack_wait: float = 30.0
     scan_interval: float = 1.0
     watchdog_interval: float = 5.0
+    outage_seconds: float = 10.0
 
 
 class Worker:
@@ -118,7 +123,7 @@ class Worker:
         self._isolating = False
         self._pulling: set[tuple[str, str]] = set()
         self._rewoken: set[tuple[str, str]] = set()
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, _Held] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -271,23 +276,59 @@ class Worker:
         else:
             return
 
-        state = await self._journal.state(run, at_least=item.event.sequence)
-        if state.finished:
-            return
-        if messages:
-            organism = await self._organisms.at(
-                run.tenant_id, state.flow_id, state.revision
+        with self._holding(run):
+            state, organism = await self._patiently(
+                lambda: self._load(run, item.event.sequence, messages)
             )
-            await asyncio.gather(
-                *(
-                    self._deliver(run, state, organism, message, item.attempt)
-                    for message in messages
+            if state.finished:
+                return
+            if organism is not None:
+                # Every branch finishes before a failure is raised: a branch
+                # still running when the event goes back would run twice.
+                outcomes = await asyncio.gather(
+                    *(
+                        self._deliver(run, state, organism, message, item.attempt)
+                        for message in messages
+                    ),
+                    return_exceptions=True,
                 )
-            )
-        async with self._lock(run):
-            await self._journal.settle(run, state)
-        if state.status != "running":
-            self._locks.pop(run.aggregate_id, None)
+                for outcome in outcomes:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+            async with self._lock(run):
+                await self._journal.settle(run, state)
+
+    async def _load(
+        self, run: AggregateRef, sequence: int, messages: tuple[Message, ...]
+    ) -> tuple[RunState, Organism | None]:
+        """The run's state and, if it still owes ``messages``, its organism."""
+        state = await self._journal.state(run, at_least=sequence, latest=bool(messages))
+        if state.finished or not messages:
+            return state, None
+        organism = await self._organisms.at(
+            run.tenant_id, state.flow_id, state.revision
+        )
+        return state, organism
+
+    async def _patiently(self, read: Callable[[], Awaitable[_T]]) -> _T:
+        """``read()``, tried again for a while if the store does not answer.
+
+        A read can be repeated at no cost. Giving the event back instead would
+        count a delivery against it, and a step caught by two short outages
+        would end as poison although nothing was wrong with it.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.outage_seconds
+        delay = 0.1
+        while True:
+            try:
+                return await read()
+            except (EventStoreUnavailable, EventStoreTimeout) as error:
+                if loop.time() + delay >= deadline:
+                    raise
+                log.warning("worker.store_unanswered", error=str(error), delay=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     async def _deliver(
         self,
@@ -400,11 +441,27 @@ class Worker:
                 wake_subject(run.tenant_id, run.partition), state.tier.encode()
             )
 
+    @contextlib.contextmanager
+    def _holding(self, run: AggregateRef) -> Iterator[None]:
+        """Keep the run's lock while this worker has the run in hand.
+
+        The lock serialises this worker's commits to one run; it is dropped as
+        soon as no event of the run is in hand, so that runs other workers
+        ended, or that were cancelled or expired, leave nothing behind.
+        """
+        held = self._locks.get(run.aggregate_id)
+        if held is None:
+            held = self._locks[run.aggregate_id] = _Held()
+        held.users += 1
+        try:
+            yield
+        finally:
+            held.users -= 1
+            if held.users == 0:
+                del self._locks[run.aggregate_id]
+
     def _lock(self, run: AggregateRef) -> asyncio.Lock:
-        lock = self._locks.get(run.aggregate_id)
-        if lock is None:
-            lock = self._locks[run.aggregate_id] = asyncio.Lock()
-        return lock
+        return self._locks[run.aggregate_id].lock
 
     async def _keep_alive(self, msg: Msg) -> None:
         # A long step must not be handed to another worker while it runs.
@@ -457,11 +514,22 @@ class Worker:
         while not stopping.is_set():
             try:
                 for run in await self._overdue():
-                    async with self._lock(run):
-                        await self._runs.expire(run)
+                    with self._holding(run):
+                        async with self._lock(run):
+                            await self._runs.expire(run)
             except Exception as error:  # noqa: BLE001 - retried next interval
                 log.warning("worker.watchdog_failed", error=str(error))
             await _first(stopping, timeout=self._settings.watchdog_interval)
+
+
+class _Held:
+    """A run's lock, and how many of the run's events this worker has in hand."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
 
 
 async def _first(*events: asyncio.Event, timeout: float) -> None:
