@@ -10,6 +10,7 @@ from nextra.cli.platform import Platform
 from nextra.events.envelope import AggregateRef
 from nextra.eventstore.flowqueues import FlowQueues
 from nextra.eventstore.subjects import run_aggregate
+from nextra.readmodels.flows import deleted_flows
 from nextra.readmodels.runs import overdue_runs
 from nextra.runtime.worker.executor import StepRunner, capture_handler_logs
 from nextra.runtime.worker.pump import Worker, WorkerSettings
@@ -22,6 +23,9 @@ async def run_worker_process(platform: Platform, stopping: asyncio.Event) -> Non
     queues = FlowQueues(platform.nc, platform.runs_store)
     runs = platform.run_commands(queues)
     capture_handler_logs(settings.trusted_handler_modules)
+
+    async def deleted(flows: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        return await deleted_flows(platform.engine, flows)
 
     async def overdue() -> Sequence[AggregateRef]:
         found = await overdue_runs(platform.engine, datetime.now(UTC), limit=100)
@@ -39,7 +43,9 @@ async def run_worker_process(platform: Platform, stopping: asyncio.Event) -> Non
             ),
             ack_wait=settings.worker_ack_wait,
             max_deliver=settings.worker_max_deliver,
+            retire_interval=settings.worker_retire_interval,
         ),
         overdue=overdue,
+        deleted=deleted,
     )
     await worker.run(stopping)

@@ -40,6 +40,8 @@ __all__ = (
 log = get_logger(__name__)
 
 _NAME_PREFIX = "work_"
+# JetStream's error code for a consumer that does not exist.
+_CONSUMER_NOT_FOUND = 10014
 WAKE_PREFIX = "nx.wake"
 
 
@@ -150,6 +152,26 @@ class FlowQueues:
             message = f"JetStream did not create work consumer {name}"
             raise EventStoreUnavailable(message, where=name) from error
         self._ensured[name] = settings
+
+    async def remove(self, tenant_id: str, flow_id: str) -> None:
+        """Delete the flow's consumer; one already gone is not an error."""
+        name = queue_name(tenant_id, flow_id)
+        self._ensured.pop(name, None)
+        try:
+            reply = await self._nc.request(
+                f"$JS.API.CONSUMER.DELETE.{self._store.stream}.{name}",
+                b"",
+                timeout=self._timeout,
+            )
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as error:
+            message = f"JetStream did not delete work consumer {name}"
+            raise EventStoreUnavailable(message, where=name) from error
+        refused = msgspec.json.decode(reply.data).get("error")
+        if refused is not None and refused.get("err_code") != _CONSUMER_NOT_FOUND:
+            message = (
+                f"could not delete work consumer {name}: {refused.get('description')}"
+            )
+            raise EventStoreError(message, where=name)
 
     async def backlogs(self) -> list[FlowQueue]:
         """Every flow's work consumer with its backlog."""

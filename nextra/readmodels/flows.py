@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import select, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from nextra.events.envelope import RecordedEvent
 from nextra.events.flows import (
@@ -26,11 +26,15 @@ __all__ = (
     "FlowRevision",
     "FlowSummary",
     "FlowsProjection",
+    "deleted_flows",
     "read_flow",
     "read_flow_revision",
     "read_flow_revisions",
     "read_flows",
 )
+
+# Pairs asked about in one statement, well under Postgres' parameter limit.
+_PAIRS_PER_QUERY = 1000
 
 
 class FlowSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -146,6 +150,27 @@ async def read_flow(
         )
     ).first()
     return FlowSummary(**row._mapping) if row else None
+
+
+async def deleted_flows(
+    engine: AsyncEngine, candidates: Sequence[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """Which of the ``(tenant, flow)`` pairs are flows that were deleted.
+
+    Asked by workers about the flows whose work consumers sit idle, for all
+    tenants at once.
+    """
+    found: list[tuple[str, str]] = []
+    for start in range(0, len(candidates), _PAIRS_PER_QUERY):
+        pairs = candidates[start : start + _PAIRS_PER_QUERY]
+        query = select(flows.c.tenant_id, flows.c.flow_id).where(
+            tuple_(flows.c.tenant_id, flows.c.flow_id).in_(pairs),
+            flows.c.deleted.is_(True),
+        )
+        async with engine.connect() as connection:
+            rows = await connection.execute(query)
+            found.extend((row.tenant_id, row.flow_id) for row in rows)
+    return found
 
 
 async def read_flow_revisions(

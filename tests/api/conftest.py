@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -86,17 +87,22 @@ async def platform_running(
         await platform.close()
 
 
-@pytest.fixture
-async def running(
-    nats_url: str, database_url: str, events_stream: str
-) -> AsyncIterator[Running]:
-    settings = load_settings(
+def platform_settings(nats_url: str, database_url: str, **overrides: Any) -> Settings:
+    """The settings API tests run the platform with, plus ``overrides``."""
+    return load_settings(
         {},
         nats_url=nats_url,
         database_url=database_url,
         read_your_writes_timeout=10,
         trusted_handler_modules=("tests.",),
         worker_ack_wait=5,
+        **overrides,
     )
-    async with platform_running(settings) as running:
+
+
+@pytest.fixture
+async def running(
+    nats_url: str, database_url: str, events_stream: str
+) -> AsyncIterator[Running]:
+    async with platform_running(platform_settings(nats_url, database_url)) as running:
         yield running

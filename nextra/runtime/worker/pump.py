@@ -30,6 +30,7 @@ from nextra.events.runs import Message, RunTriggered, StepCompleted, StepError
 from nextra.events.tenants import Tier
 from nextra.eventstore.flowqueues import (
     WAKE_PREFIX,
+    FlowQueue,
     FlowQueues,
     WorkItem,
     parse_wake,
@@ -46,6 +47,7 @@ log = get_logger(__name__)
 
 _T = TypeVar("_T")
 Overdue = Callable[[], Awaitable[Sequence[AggregateRef]]]
+Deleted = Callable[[Sequence[tuple[str, str]]], Awaitable[Sequence[tuple[str, str]]]]
 _TIERS: frozenset[str] = frozenset({"free", "paid", "pro", "enterprise"})
 # How often the event loop's lag is sampled, and what counts as lagging.
 _PACE_INTERVAL = 0.05
@@ -73,6 +75,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
         watchdog_interval: Seconds between looks for runs past their deadline.
         outage_seconds: Seconds a worker keeps trying to read a run the store
             does not answer for, before it gives the event back.
+        retire_interval: Seconds between looks for idle work consumers of
+            deleted flows, which are then removed.
     """
 
     concurrency: int = 64
@@ -85,6 +89,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     scan_interval: float = 1.0
     watchdog_interval: float = 5.0
     outage_seconds: float = 10.0
+    retire_interval: float = 60.0
 
 
 class Worker:
@@ -93,6 +98,8 @@ class Worker:
     Args:
         overdue: Lists runs still open past their deadline (the watchdog's
             query); ``None`` leaves the watchdog off.
+        deleted: Says which of the given ``(tenant, flow)`` pairs are deleted
+            flows; ``None`` keeps every work consumer.
     """
 
     def __init__(
@@ -104,6 +111,7 @@ class Worker:
         settings: WorkerSettings,
         *,
         overdue: Overdue | None = None,
+        deleted: Deleted | None = None,
     ) -> None:
         self._nc = nc
         self._queues = queues
@@ -113,6 +121,7 @@ class Worker:
         self._runner = runner
         self._settings = settings
         self._overdue = overdue
+        self._deleted = deleted
         self._scheduler = FairScheduler()
         self._woken = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -479,14 +488,38 @@ class Worker:
         self._wake(*parsed, tier)
 
     async def _scan(self, stopping: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        retire_at = loop.time() + self._settings.retire_interval
         while not stopping.is_set():
             try:
-                for queue in await self._queues.backlogs():
+                queues = await self._queues.backlogs()
+                for queue in queues:
                     if queue.pending or queue.in_flight:
                         self._wake(queue.tenant_id, queue.flow_id)
+                if loop.time() >= retire_at:
+                    retire_at = loop.time() + self._settings.retire_interval
+                    await self._retire(queues)
             except Exception as error:  # noqa: BLE001 - retried next interval
                 log.warning("worker.scan_failed", error=str(error))
             await _first(stopping, timeout=self._settings.scan_interval)
+
+    async def _retire(self, queues: Sequence[FlowQueue]) -> None:
+        """Remove the work consumers of deleted flows that owe no step.
+
+        A deleted flow takes no trigger, and its runs still open finish first:
+        their events keep its consumer busy until then. Every worker may do
+        this; removing a consumer twice is harmless.
+        """
+        if self._deleted is None:
+            return
+        idle = [
+            (queue.tenant_id, queue.flow_id)
+            for queue in queues
+            if not (queue.pending or queue.in_flight)
+        ]
+        for tenant_id, flow_id in await self._deleted(idle):
+            await self._queues.remove(tenant_id, flow_id)
+            log.info("worker.queue_removed", tenant_id=tenant_id, flow_id=flow_id)
 
     async def _pace(self, stopping: asyncio.Event) -> None:
         """Take fewer steps in hand while the event loop is behind.
