@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from nats.aio.client import Client as NatsClient
@@ -79,7 +79,11 @@ async def test_sigkill_of_workers_during_200_runs_loses_and_repeats_nothing(
     runtime = await runtime_for(nc, store)
     flow = await runtime.flow(TWO_STEPS.replace("relay_c", "slow_relay"), "enterprise")
     log = tmp_path / "workers.log"
-    workers = [start_worker(nats_url, database_url, log) for _ in range(2)]
+    ledger = tmp_path / "ledger"
+    workers = [
+        start_worker(nats_url, database_url, log, NEXTRA_TEST_LEDGER=str(ledger))
+        for _ in range(2)
+    ]
     try:
         triggered = await asyncio.gather(
             *(runtime.trigger(flow, {"text": str(i)}) for i in range(200))
@@ -94,7 +98,9 @@ async def test_sigkill_of_workers_during_200_runs_loses_and_repeats_nothing(
             workers[number].kill()
             workers[number].wait()
             await asyncio.sleep(0.3)
-            workers[number] = start_worker(nats_url, database_url, log)
+            workers[number] = start_worker(
+                nats_url, database_url, log, NEXTRA_TEST_LEDGER=str(ledger)
+            )
 
         states = await asyncio.gather(
             *(runtime.ended(flow, t.run_id, timeout=90) for t in triggered)
@@ -104,6 +110,14 @@ async def test_sigkill_of_workers_during_200_runs_loses_and_repeats_nothing(
             stop(worker)
 
     assert [state.status for state in states] == ["completed"] * 200
+    # What handlers did outside, keyed by step id: every attempt of a step has
+    # its id, and an outside service that keeps one effect per id has one per
+    # committed step.
+    tried: dict[str, set[int]] = defaultdict(set)
+    for line in ledger.read_text().splitlines():
+        step_id, attempt = line.split()
+        tried[step_id].add(int(attempt))
+    committed: dict[str, int] = {}
     attempts = 0
     for number, run in enumerate(triggered):
         events = await runtime.events(flow, run.run_id)
@@ -114,14 +128,20 @@ async def test_sigkill_of_workers_during_200_runs_loses_and_repeats_nothing(
         )
         # a, b, then a again with b's answer: each step committed exactly once.
         assert sorted(steps.values()) == [1, 1, 1], steps
-        attempts += sum(
-            e.event.attempt - 1 for e in events if isinstance(e.event, StepCompleted)
-        )
+        for e in events:
+            if isinstance(e.event, StepCompleted):
+                entry = 0 if e.event.listener == "a" else 1
+                step_id = f"{run.run_id}:{e.event.message_id}:{entry}"
+                committed[step_id] = e.event.attempt
+                attempts += e.event.attempt - 1
         ending = events[-1].event
         assert isinstance(ending, RunCompleted)
         assert ending.output == {"text": f"{number}>a<c<a"}
     # The kill landed while steps were in hand: those were delivered again.
     assert attempts > 0
+    assert set(tried) == set(committed)
+    # The committed outcome is the step's last attempt: none ran after it.
+    assert {step: max(tried[step]) for step in tried} == committed
 
 
 async def test_triggers_wait_while_no_worker_runs_then_all_complete(

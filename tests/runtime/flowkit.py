@@ -1,7 +1,10 @@
 """Trusted handlers and payloads for the runtime's tests: the organism spec's cases.
 
 Every handler records its invocation in ``CALLS`` under the run id, so a test
-can check the order, the metadata and the payloads of its own run.
+can check the order, the metadata and the payloads of its own run. Worker
+processes have no ``CALLS`` a test can see: with ``NEXTRA_TEST_LEDGER`` set,
+their handlers also append each invocation's step id and attempt to that file,
+as an outside service keyed by idempotency keys would see them.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import asyncio
 import logging
 import os
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from nextra.sdk import HandlerMetadata, HandlerResponse, SystemError, payload
@@ -37,6 +41,8 @@ class Call:
         self.thread_id = metadata.thread_id
         self.is_self_call = metadata.is_self_call
         self.history = metadata.history
+        self.step_id = metadata.step_id
+        self.attempt = metadata.attempt
 
     def __repr__(self) -> str:
         return f"{self.listener}({self.value!r} from {self.from_id})"
@@ -47,6 +53,11 @@ CALLS: dict[str, list[Call]] = defaultdict(list)
 
 def _record(listener: str, value: Any, metadata: HandlerMetadata) -> None:
     CALLS[metadata.run_id].append(Call(listener, value, metadata))
+    ledger = os.environ.get("NEXTRA_TEST_LEDGER")
+    if ledger:
+        # One short write in append mode: lines from two workers do not mix.
+        with Path(ledger).open("a") as out:
+            out.write(f"{metadata.step_id} {metadata.attempt}\n")
 
 
 # T01: a linear forward chain.

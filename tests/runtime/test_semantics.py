@@ -298,6 +298,12 @@ async def test_duplicate_names_take_the_message_in_order(runtime: Runtime) -> No
 
     assert order(state.run_id) == ["a", "dup#1", "dup#2"]
     assert state.status == "completed"
+    # Each listener's step has its own id, though the two share a message.
+    calls = CALLS[state.run_id]
+    assert [call.step_id.rsplit(":", 1)[1] for call in calls] == ["0", "1", "2"]
+    assert calls[1].step_id.rsplit(":", 1)[0] == calls[2].step_id.rsplit(":", 1)[0]
+    assert len({call.step_id for call in calls}) == 3
+    assert {call.attempt for call in calls} == {1}
 
 
 async def test_strings_arrive_verbatim(runtime: Runtime) -> None:

@@ -64,6 +64,11 @@ class HandlerMetadata:
         usage_instructions: Generated documentation of an agent's peers.
         todo_nudge: Accepted for compatibility; always empty for now.
         run_id: The run this step belongs to.
+        step_id: The step's id, the same on every attempt of it and never on
+            another step: the idempotency key for what the handler does outside
+            Nextra, since a step whose worker died before its outcome was stored
+            runs again.
+        attempt: 1 on the step's first run, more on each retry.
         history: Thread memory: the messages delivered on this thread so far in
             this run, oldest first, ending with the one being handled.
     """
@@ -75,4 +80,6 @@ class HandlerMetadata:
     usage_instructions: str = ""
     todo_nudge: str = ""
     run_id: str = ""
+    step_id: str = ""
+    attempt: int = 1
     history: tuple[ThreadMessage, ...] = field(default=())

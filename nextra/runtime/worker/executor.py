@@ -120,7 +120,7 @@ class StepRunner:
         outcome: StepResult | None = None
         try:
             handler = self._handler(organism, listener, state)
-            metadata = _metadata(listener, message, state)
+            metadata = _metadata(organism, listener, message, state, attempt)
             task = asyncio.create_task(
                 _invoke(handler, message, metadata, lines),
                 name=f"step {state.run_id}/{message.id}",
@@ -203,7 +203,13 @@ async def _invoke(
     ]
 
 
-def _metadata(listener: Listener, message: Message, state: RunState) -> HandlerMetadata:
+def _metadata(
+    organism: Organism,
+    listener: Listener,
+    message: Message,
+    state: RunState,
+    attempt: int,
+) -> HandlerMetadata:
     thread = state.threads.get(message.thread_id, [])
     number = int(message.id)
     history = tuple(
@@ -222,5 +228,9 @@ def _metadata(listener: Listener, message: Message, state: RunState) -> HandlerM
         own_name=listener.name if listener.agent else None,
         is_self_call=message.sender.lower() == listener.name.lower(),
         run_id=state.run_id,
+        # Listeners sharing a name each take the message: the listener's place
+        # in the pinned revision tells their steps apart.
+        step_id=f"{state.run_id}:{message.id}:{organism.listeners.index(listener)}",
+        attempt=attempt,
         history=history,
     )
