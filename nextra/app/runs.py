@@ -17,11 +17,16 @@ from nextra.domain.runs.state import RunState
 from nextra.domain.tiers import limits_for
 from nextra.events.base import Event
 from nextra.events.envelope import AggregateRef, CommandContext
-from nextra.events.runs import Trigger
+from nextra.events.runs import RunTriggered, Trigger
 from nextra.events.tenants import Tier
 from nextra.eventstore.jetstream import JetStreamEventStore
 from nextra.eventstore.subjects import aggregate_subject, run_aggregate, runs_subject
-from nextra.kernel.errors import ConcurrencyError, ConflictError, NotFoundError
+from nextra.kernel.errors import (
+    ConcurrencyError,
+    ConflictError,
+    EventStoreError,
+    NotFoundError,
+)
 from nextra.kernel.ids import new_id
 from nextra.kernel.logging import get_logger
 
@@ -230,6 +235,12 @@ class RunCommands:
             expected_version=0,
             context=context,
         )
+        revision = flow.revision
+        if result.duplicate:
+            # The run was started earlier, perhaps on an older revision.
+            revision = await self._pinned_revision(
+                run_aggregate(tenant_id, flow_id, run_id)
+            )
         if self._on_triggered is not None:
             await self._on_triggered(tenant_id, flow_id, tier)
         log.info(
@@ -237,16 +248,25 @@ class RunCommands:
             tenant_id=tenant_id,
             flow_id=flow_id,
             run_id=run_id,
-            revision=flow.revision,
+            revision=revision,
             duplicate=result.duplicate,
         )
         return Triggered(
             run_id=run_id,
             flow_id=flow_id,
-            revision=flow.revision,
+            revision=revision,
             sequence=result.last_sequence,
             duplicate=result.duplicate,
         )
+
+    async def _pinned_revision(self, run: AggregateRef) -> int:
+        events = self._store.read(subject=aggregate_subject(run))
+        async with contextlib.aclosing(events):
+            async for recorded in events:
+                if isinstance(recorded.event, RunTriggered):
+                    return recorded.event.revision
+        message = f"run {run.aggregate_id} has no trigger event"
+        raise EventStoreError(message, where=aggregate_subject(run))
 
     async def locate(self, tenant_id: str, run_id: str) -> AggregateRef:
         """The aggregate of one of the tenant's runs, found by its id alone.

@@ -145,16 +145,26 @@ async def test_the_same_idempotency_key_starts_one_run(running: Running) -> None
     flow_id = await started_flow(running, caller, FLOW)
     headers = {**caller.headers, "Idempotency-Key": "once"}
 
-    first, second = [
-        await running.http.post(
+    async def start() -> Any:
+        return await running.http.post(
             f"/api/flows/{flow_id}/runs",
             json={"payload": {"text": "x"}},
             headers=headers,
         )
-        for _ in range(2)
-    ]
+
+    first = await start()
+    read = await running.http.get(f"/api/flows/{flow_id}", headers=caller.headers)
+    revised = await running.http.put(
+        f"/api/flows/{flow_id}",
+        json={"name": "F2", "organism_yaml": FLOW.replace("Echoes", "Repeats")},
+        headers={**caller.headers, "If-Match": read.headers["etag"]},
+    )
+    assert revised.json()["revision"] == 2, revised.text
+    second = await start()
 
     assert first.json()["run_id"] == second.json()["run_id"]
+    # The answer describes the run that was started, on the revision it had.
+    assert (first.json()["revision"], second.json()["revision"]) == (1, 1)
 
 
 async def test_an_idempotency_key_reused_on_another_flow_starts_another_run(
