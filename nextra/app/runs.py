@@ -132,7 +132,7 @@ class RunJournal:
                     status=state.status,
                     steps=state.steps,
                 )
-                # Kept: deliveries of the run's last events still ask for it.
+                # Kept until the worker handles the ending, which forgets it.
                 return
 
     def forget(self, run: AggregateRef) -> None:

@@ -26,7 +26,15 @@ from nextra.domain.runs import decider
 from nextra.domain.runs.routing import listeners_for
 from nextra.domain.runs.state import RunState
 from nextra.events.envelope import AggregateRef
-from nextra.events.runs import Message, RunTriggered, StepCompleted, StepError
+from nextra.events.runs import (
+    Message,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    RunTriggered,
+    StepCompleted,
+    StepError,
+)
 from nextra.events.tenants import Tier
 from nextra.eventstore.flowqueues import (
     WAKE_PREFIX,
@@ -282,6 +290,11 @@ class Worker:
             messages: tuple[Message, ...] = (event.message,)
         elif isinstance(event, StepCompleted):
             messages = tuple(sent for sent in event.sent if sent.receivers > 0)
+        elif isinstance(event, RunCompleted | RunFailed | RunCancelled):
+            # The run's last event: nothing will ask for its state again, so it
+            # leaves room in the journal for runs still going.
+            self._journal.forget(run)
+            return
         else:
             return
 
