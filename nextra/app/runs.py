@@ -26,6 +26,7 @@ from nextra.kernel.errors import (
     ConflictError,
     EventStoreError,
     NotFoundError,
+    ValidationError,
 )
 from nextra.kernel.ids import new_id
 from nextra.kernel.logging import get_logger
@@ -192,7 +193,8 @@ class RunCommands:
         Raises:
             NotFoundError: The flow does not exist for this tenant.
             ConflictError: The flow is stopped.
-            ValidationError: The payload does not fit the entry listener.
+            ValidationError: The payload does not fit the entry listener, or
+                the idempotency key already started a run with another payload.
             PayloadTooLarge: The payload is over the tier's limit.
         """
         flow = await self.organisms.flow(tenant_id, flow_id)
@@ -237,10 +239,10 @@ class RunCommands:
         )
         revision = flow.revision
         if result.duplicate:
+            earlier = await self._trigger_of(run_aggregate(tenant_id, flow_id, run_id))
+            _check_same_request(earlier, started, idempotency_key)
             # The run was started earlier, perhaps on an older revision.
-            revision = await self._pinned_revision(
-                run_aggregate(tenant_id, flow_id, run_id)
-            )
+            revision = earlier.revision
         if self._on_triggered is not None:
             await self._on_triggered(tenant_id, flow_id, tier)
         log.info(
@@ -259,12 +261,12 @@ class RunCommands:
             duplicate=result.duplicate,
         )
 
-    async def _pinned_revision(self, run: AggregateRef) -> int:
+    async def _trigger_of(self, run: AggregateRef) -> RunTriggered:
         events = self._store.read(subject=aggregate_subject(run))
         async with contextlib.aclosing(events):
             async for recorded in events:
                 if isinstance(recorded.event, RunTriggered):
-                    return recorded.event.revision
+                    return recorded.event
         message = f"run {run.aggregate_id} has no trigger event"
         raise EventStoreError(message, where=aggregate_subject(run))
 
@@ -314,6 +316,29 @@ class RunCommands:
                     run_id=run.aggregate_id,
                 )
                 return True
+
+
+def _check_same_request(
+    earlier: RunTriggered, again: RunTriggered, idempotency_key: str | None
+) -> None:
+    """Refuse an idempotency key that comes back with another payload.
+
+    Answering with the earlier run would tell the caller that what it sent now
+    was started, when it was not.
+    """
+    sent = (again.message.payload_type, again.message.payload)
+    if sent == (earlier.message.payload_type, earlier.message.payload):
+        return
+    message = (
+        f"idempotency key {idempotency_key!r} already started run "
+        f"{earlier.run_id} with another payload; use a new key for a new run"
+    )
+    raise ValidationError(
+        message,
+        expected=f"the payload of run {earlier.run_id}",
+        got="another payload",
+        where="Idempotency-Key",
+    )
 
 
 def new_run_id(tenant_id: str, flow_id: str, idempotency_key: str | None = None) -> str:

@@ -167,6 +167,27 @@ async def test_the_same_idempotency_key_starts_one_run(running: Running) -> None
     assert (first.json()["revision"], second.json()["revision"]) == (1, 1)
 
 
+async def test_an_idempotency_key_sent_again_with_another_payload_is_refused(
+    running: Running,
+) -> None:
+    caller = await running.tenant()
+    flow_id = await started_flow(running, caller, FLOW)
+    headers = {**caller.headers, "Idempotency-Key": "order-7"}
+
+    first, second = [
+        await running.http.post(
+            f"/api/flows/{flow_id}/runs", json={"payload": body}, headers=headers
+        )
+        for body in ({"text": "one"}, {"text": "two"})
+    ]
+
+    assert first.status_code == 202, first.text
+    assert second.status_code == 422, second.text
+    problem = second.json()
+    assert problem["where"] == "Idempotency-Key"
+    assert first.json()["run_id"] in problem["detail"]
+
+
 async def test_an_idempotency_key_reused_on_another_flow_starts_another_run(
     running: Running,
 ) -> None:
