@@ -95,6 +95,10 @@ class FlowQueues:
     Pulls never wait long: a pull asks for what is there now and returns, so a
     worker can move on to another flow. A pull against a flow already at its
     in-flight limit ends empty after ``expires``.
+
+    Args:
+        undecodable_delay: Seconds before an event this process cannot decode
+            is handed out again, perhaps to a worker of a newer version.
     """
 
     def __init__(
@@ -104,11 +108,13 @@ class FlowQueues:
         *,
         expires: float = 0.02,
         timeout: float = 5.0,
+        undecodable_delay: float = 5.0,
     ) -> None:
         self._nc = nc
         self._store = store
         self._expires = expires
         self._timeout = timeout
+        self._undecodable_delay = undecodable_delay
         self._ensured: dict[str, QueueSettings] = {}
         self._inbox = nc.new_inbox()
         self._pulls: dict[str, _Pull] = {}
@@ -264,8 +270,17 @@ class FlowQueues:
         try:
             event = self._store.decode_message(msg)
         except Exception as error:  # noqa: BLE001 - reported, not raised
-            log.error("queue.undecodable", subject=msg.subject, error=str(error))
-            await msg.term()
+            # Given back, not dropped: in a rolling upgrade it may be a newer
+            # event version that a newer worker reads. One that no worker reads
+            # stops after the consumer's last delivery; the watchdog then ends
+            # its run at the deadline.
+            log.error(
+                "queue.undecodable",
+                subject=msg.subject,
+                delivery=metadata.num_delivered,
+                error=str(error),
+            )
+            await msg.nak(delay=self._undecodable_delay)
             return
         pull.items.append(WorkItem(event, msg, int(metadata.num_delivered)))
         if len(pull.items) >= pull.batch:
