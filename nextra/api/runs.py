@@ -20,7 +20,7 @@ from nextra.events.runs import RunCompleted, RunFailed
 from nextra.events.tenants import Tier
 from nextra.eventstore.headers import EVENT_TYPE, SCHEMA_VERSION
 from nextra.eventstore.subjects import run_aggregate, runs_subject
-from nextra.kernel.errors import ConfigurationError, ValidationError
+from nextra.kernel.errors import ConfigurationError
 from nextra.readmodels.tenants import read_tenant
 
 __all__ = ("RunsController", "TriggersController")
@@ -105,11 +105,8 @@ async def _trigger(
     key = request.headers.get("idempotency-key")
     run_id = new_run_id(principal.tenant_id, flow_id, key)
     payload: dict[str, Any] | str = data.text if data.text is not None else {}
-    payload_type = data.payload_type
     if data.payload is not None:
         payload = data.payload
-        if payload_type is None:
-            payload_type = await _entry_type(runs, principal.tenant_id, flow_id)
 
     ending: asyncio.Future[Msg] | None = None
     subscription = None
@@ -130,8 +127,9 @@ async def _trigger(
             flow_id,
             tier=tier,
             source=principal.actor,
-            payload_type=payload_type,
+            payload_type=data.payload_type,
             payload=payload,
+            idempotency_key=key,
             run_id=run_id,
         )
         if ending is None:
@@ -170,25 +168,6 @@ def _ended(triggered: Triggered, msg: Msg) -> Response[RunStarted]:
         body.status = "cancelled"
     location = {"Location": f"/api/runs/{triggered.run_id}"}
     return Response(body, status_code=200, headers=location)
-
-
-async def _entry_type(runs: RunCommands, tenant_id: str, flow_id: str) -> str:
-    flow = await runs.organisms.flow(tenant_id, flow_id)
-    organism = runs.organisms.parsed(tenant_id, flow_id, flow)
-    types = [
-        listener.payload_type
-        for listener in organism.listeners
-        if organism.entry and listener.name.lower() == organism.entry.lower()
-    ]
-    if len(set(types)) > 1:
-        message = (
-            f"entry listener {organism.entry} takes {', '.join(types)}; "
-            "say which with payload_type"
-        )
-        raise ValidationError(
-            message, expected=" | ".join(types), got=None, where="payload_type"
-        )
-    return types[0] if types else ""
 
 
 def _started(triggered: Triggered, status: int) -> Response[RunStarted]:

@@ -187,8 +187,10 @@ class RunCommands:
     ) -> Triggered:
         """Store a manual trigger: a new run of the flow's current revision.
 
-        ``payload`` is typed JSON for ``payload_type``, or text, which is wrapped
-        as a ``TextInput`` from ``source``.
+        ``payload`` is typed JSON for ``payload_type`` (the entry listener's
+        type when ``None``), or text, which is wrapped as a ``TextInput`` from
+        ``source``. A trigger sent again with its idempotency key answers with
+        the run the key started, whatever the flow has become since.
 
         Raises:
             NotFoundError: The flow does not exist for this tenant.
@@ -197,6 +199,13 @@ class RunCommands:
                 the idempotency key already started a run with another payload.
             PayloadTooLarge: The payload is over the tier's limit.
         """
+        run_id = run_id or new_run_id(tenant_id, flow_id, idempotency_key)
+        run = run_aggregate(tenant_id, flow_id, run_id)
+        if idempotency_key is not None:
+            replayed = await self._replayed(run, idempotency_key, payload_type, payload)
+            if replayed is not None:
+                return replayed
+
         flow = await self.organisms.flow(tenant_id, flow_id)
         if flow.status != "running":
             message = f"flow {flow_id} is stopped; start it to let triggers through"
@@ -206,10 +215,12 @@ class RunCommands:
         organism = self.organisms.parsed(tenant_id, flow_id, flow)
         limits = limits_for(tier)
 
+        asked = (payload_type, payload)
         if isinstance(payload, str):
             payload_type = "TextInput"
             payload = {"text": payload, "source": source, "user": source}
-        run_id = run_id or new_run_id(tenant_id, flow_id, idempotency_key)
+        elif payload_type is None:
+            payload_type = decider.entry_type(organism, flow_id)
         started = decider.start(
             run_id=run_id,
             flow_id=flow_id,
@@ -218,7 +229,7 @@ class RunCommands:
             tier=tier,
             limits=decider.limits_of(limits),
             trigger=Trigger(kind="manual", source=source),
-            payload_type=payload_type or "",
+            payload_type=payload_type,
             payload=payload,
             now=self._clock(),
         )
@@ -232,17 +243,13 @@ class RunCommands:
             command_id=f"trigger:{run_id}", actor=source, correlation_id=run_id
         )
         result = await self._store.append(
-            run_aggregate(tenant_id, flow_id, run_id),
-            [started],
-            expected_version=0,
-            context=context,
+            run, [started], expected_version=0, context=context
         )
-        revision = flow.revision
-        if result.duplicate:
-            earlier = await self._trigger_of(run_aggregate(tenant_id, flow_id, run_id))
-            _check_same_request(earlier, started, idempotency_key)
-            # The run was started earlier, perhaps on an older revision.
-            revision = earlier.revision
+        if result.duplicate and idempotency_key is not None:
+            # The same key, sent at the same time, was stored first.
+            replayed = await self._replayed(run, idempotency_key, *asked)
+            if replayed is not None:
+                return replayed
         if self._on_triggered is not None:
             await self._on_triggered(tenant_id, flow_id, tier)
         log.info(
@@ -250,25 +257,60 @@ class RunCommands:
             tenant_id=tenant_id,
             flow_id=flow_id,
             run_id=run_id,
-            revision=revision,
+            revision=flow.revision,
             duplicate=result.duplicate,
         )
         return Triggered(
             run_id=run_id,
             flow_id=flow_id,
-            revision=revision,
+            revision=flow.revision,
             sequence=result.last_sequence,
             duplicate=result.duplicate,
         )
 
-    async def _trigger_of(self, run: AggregateRef) -> RunTriggered:
+    async def _replayed(
+        self,
+        run: AggregateRef,
+        idempotency_key: str,
+        payload_type: str | None,
+        payload: dict[str, Any] | str,
+    ) -> Triggered | None:
+        """The run the key already started, or ``None`` if it started none.
+
+        Raises:
+            ValidationError: The key started a run with another payload.
+        """
         events = self._store.read(subject=aggregate_subject(run))
         async with contextlib.aclosing(events):
-            async for recorded in events:
-                if isinstance(recorded.event, RunTriggered):
-                    return recorded.event
-        message = f"run {run.aggregate_id} has no trigger event"
-        raise EventStoreError(message, where=aggregate_subject(run))
+            recorded = await anext(events, None)
+        if recorded is None:
+            return None
+        earlier = recorded.event
+        if not isinstance(earlier, RunTriggered):
+            message = f"run {run.aggregate_id} does not begin with its trigger"
+            raise EventStoreError(message, where=aggregate_subject(run))
+
+        pinned = await self.organisms.at(
+            run.tenant_id, earlier.flow_id, earlier.revision
+        )
+        if not decider.same_trigger(earlier, pinned, payload_type, payload):
+            message = (
+                f"idempotency key {idempotency_key!r} already started run "
+                f"{earlier.run_id} with another payload; use a new key for a new run"
+            )
+            raise ValidationError(
+                message,
+                expected=f"the payload of run {earlier.run_id}",
+                got="another payload",
+                where="Idempotency-Key",
+            )
+        return Triggered(
+            run_id=earlier.run_id,
+            flow_id=earlier.flow_id,
+            revision=earlier.revision,
+            sequence=recorded.sequence,
+            duplicate=True,
+        )
 
     async def locate(self, tenant_id: str, run_id: str) -> AggregateRef:
         """The aggregate of one of the tenant's runs, found by its id alone.
@@ -316,29 +358,6 @@ class RunCommands:
                     run_id=run.aggregate_id,
                 )
                 return True
-
-
-def _check_same_request(
-    earlier: RunTriggered, again: RunTriggered, idempotency_key: str | None
-) -> None:
-    """Refuse an idempotency key that comes back with another payload.
-
-    Answering with the earlier run would tell the caller that what it sent now
-    was started, when it was not.
-    """
-    sent = (again.message.payload_type, again.message.payload)
-    if sent == (earlier.message.payload_type, earlier.message.payload):
-        return
-    message = (
-        f"idempotency key {idempotency_key!r} already started run "
-        f"{earlier.run_id} with another payload; use a new key for a new run"
-    )
-    raise ValidationError(
-        message,
-        expected=f"the payload of run {earlier.run_id}",
-        got="another payload",
-        where="Idempotency-Key",
-    )
 
 
 def new_run_id(tenant_id: str, flow_id: str, idempotency_key: str | None = None) -> str:

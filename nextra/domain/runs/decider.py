@@ -36,9 +36,11 @@ __all__ = (
     "StepResult",
     "cancel",
     "complete_step",
+    "entry_type",
     "expire",
     "limits_of",
     "retry",
+    "same_trigger",
     "settle",
     "start",
 )
@@ -182,6 +184,61 @@ def start(
             message, expected=f"<= {MAX_EVENT_BYTES}", got=size, where="payload"
         )
     return started
+
+
+def entry_type(organism: Organism, flow_id: str) -> str:
+    """The payload type the flow's entry listener takes, when it takes one.
+
+    Raises:
+        ValidationError: The entry listener takes several types; the trigger
+            must say which.
+    """
+    entry = (organism.entry or "").lower()
+    types = sorted(
+        {
+            listener.payload_type
+            for listener in organism.listeners
+            if listener.name.lower() == entry
+        }
+    )
+    if len(types) > 1:
+        message = (
+            f"entry listener {organism.entry} of flow {flow_id} takes "
+            f"{', '.join(types)}; say which with payload_type"
+        )
+        raise ValidationError(
+            message, expected=" | ".join(types), got=None, where="payload_type"
+        )
+    return types[0] if types else ""
+
+
+def same_trigger(
+    earlier: RunTriggered,
+    organism: Organism,
+    payload_type: str | None,
+    payload: dict[str, Any] | str,
+) -> bool:
+    """Whether a trigger sent again asks for what ``earlier`` started.
+
+    ``organism`` is the revision ``earlier`` was pinned to: the payload is read
+    as that revision read it, so a retry still matches after the flow changed.
+    Text is compared as text; who sends it again does not matter.
+    """
+    sent = earlier.message
+    if isinstance(payload, str):
+        return sent.payload_type == "TextInput" and sent.payload.get("text") == payload
+    if payload_type is not None and payload_type.lower() != sent.payload_type.lower():
+        return False
+    receivers = listeners_for(organism, sent.to, sent.payload_type)
+    if not receivers:
+        return False
+    try:
+        checked = validate_payload(
+            payload, payload_type_of(organism, receivers[0]), organism
+        )
+    except PayloadInvalid:
+        return False
+    return bool(checked == sent.payload)
 
 
 def complete_step(

@@ -12,7 +12,7 @@ from nextra.domain.runs.routing import Reply
 from nextra.domain.runs.state import RunState
 from nextra.domain.runs.threads import thread_id
 from nextra.domain.tiers import limits_for
-from nextra.events.runs import LogLine, RunCompleted, RunFailed, Trigger
+from nextra.events.runs import LogLine, RunCompleted, RunFailed, RunTriggered, Trigger
 from nextra.kernel.errors import ConflictError, ValidationError
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -272,3 +272,63 @@ def test_a_trigger_too_big_for_one_event_is_refused_whatever_the_tier() -> None:
 
     assert caught.value.where == "payload"
     assert isinstance(caught.value, ValidationError)
+
+
+def trigger_of(payload_type: str, payload: dict[str, object]) -> RunTriggered:
+    return decider.start(
+        run_id="r1",
+        flow_id="f1",
+        revision=1,
+        organism=FLOW if payload_type == "Msg" else TEXTS,
+        tier="free",
+        limits=decider.limits_of(limits_for("free")),
+        trigger=Trigger(kind="manual", source="api-key:one"),
+        payload_type=payload_type,
+        payload=payload,
+        now=NOW,
+    )
+
+
+TEXTS = load_organism(
+    """\
+organism:
+  name: texts
+listeners:
+  - name: echo
+    description: echo
+    handler: builtin:echo
+    payload_class: TextInput
+  - name: echo
+    description: echo numbers
+    handler: builtin:echo
+    payload_class: Msg
+payloads:
+  Msg:
+    text: str
+""",
+    policy=HOSTED,
+)
+
+
+def test_a_retried_trigger_matches_what_it_started_and_nothing_else() -> None:
+    typed = trigger_of("Msg", {"text": "hi"})
+    text = trigger_of(
+        "TextInput", {"text": "hi", "source": "api-key:one", "user": "api-key:one"}
+    )
+
+    assert decider.same_trigger(typed, FLOW, None, {"text": "hi"})
+    assert decider.same_trigger(typed, FLOW, "msg", {"text": "hi"})
+    assert not decider.same_trigger(typed, FLOW, "Msg", {"text": "ho"})
+    assert not decider.same_trigger(typed, FLOW, "Other", {"text": "hi"})
+    assert not decider.same_trigger(typed, FLOW, None, {"text": 1})
+    assert not decider.same_trigger(typed, FLOW, None, "hi")
+    # Text is the text, whoever sends it again.
+    assert decider.same_trigger(text, TEXTS, None, "hi")
+    assert not decider.same_trigger(text, TEXTS, None, "hello")
+
+
+def test_an_entry_listener_of_several_types_needs_the_type_named() -> None:
+    assert decider.entry_type(FLOW, "f1") == "Msg"
+    with pytest.raises(ValidationError) as raised:
+        decider.entry_type(TEXTS, "f2")
+    assert raised.value.where == "payload_type"
