@@ -24,8 +24,10 @@ async def run_worker_process(platform: Platform, stopping: asyncio.Event) -> Non
     runs = platform.run_commands(queues)
     capture_handler_logs(settings.trusted_handler_modules)
 
-    async def deleted(flows: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-        return await deleted_flows(platform.engine, flows)
+    async def deleted(
+        flows: Sequence[tuple[str, str]], before: datetime
+    ) -> list[tuple[str, str]]:
+        return await deleted_flows(platform.engine, flows, before)
 
     async def overdue() -> Sequence[AggregateRef]:
         found = await overdue_runs(platform.engine, datetime.now(UTC), limit=100)

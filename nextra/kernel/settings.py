@@ -82,8 +82,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     worker_max_deliver: Annotated[int, msgspec.Meta(ge=2, le=100)] = 5
     """Deliveries of a step before its run fails as poison."""
     worker_retire_interval: PositiveFloat = 60.0
-    """Seconds between a worker's looks for idle work consumers of deleted
-    flows, which it removes."""
+    """Seconds between a worker's looks for idle work consumers of flows deleted
+    at least that long ago, which it removes."""
 
     def __post_init__(self) -> None:
         if self.nats_url is not None:

@@ -153,9 +153,9 @@ async def read_flow(
 
 
 async def deleted_flows(
-    engine: AsyncEngine, candidates: Sequence[tuple[str, str]]
+    engine: AsyncEngine, candidates: Sequence[tuple[str, str]], before: datetime
 ) -> list[tuple[str, str]]:
-    """Which of the ``(tenant, flow)`` pairs are flows that were deleted.
+    """Which of the ``(tenant, flow)`` pairs are flows deleted before ``before``.
 
     Asked by workers about the flows whose work consumers sit idle, for all
     tenants at once.
@@ -166,6 +166,7 @@ async def deleted_flows(
         query = select(flows.c.tenant_id, flows.c.flow_id).where(
             tuple_(flows.c.tenant_id, flows.c.flow_id).in_(pairs),
             flows.c.deleted.is_(True),
+            flows.c.updated_at < before,
         )
         async with engine.connect() as connection:
             rows = await connection.execute(query)

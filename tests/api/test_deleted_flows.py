@@ -30,20 +30,27 @@ async def work_consumers(running: Running, tenant_id: str) -> set[str]:
     }
 
 
-async def test_a_deleted_flows_run_finishes_and_its_consumer_goes(
+ONE_AT_A_TIME = SLEEPY.replace("listeners:", "max_concurrent_handlers: 1\nlisteners:")
+
+
+async def test_a_deleted_flows_runs_finish_and_then_its_consumer_goes(
     retiring: Running,
 ) -> None:
     caller = await retiring.tenant()
     kept = await started_flow(retiring, caller, SLEEPY)
-    deleted = await started_flow(retiring, caller, SLEEPY)
+    deleted = await started_flow(retiring, caller, ONE_AT_A_TIME)
     for flow_id in (kept, deleted):
         done = await trigger(
             retiring, caller, flow_id, {"payload": {"text": "0"}}, wait=10
         )
         assert done.json()["status"] == "completed"
     assert await work_consumers(retiring, caller.tenant_id) == {kept, deleted}
-    started = await trigger(retiring, caller, deleted, {"payload": {"text": "1"}})
-    run_id = started.json()["run_id"]
+    # One run at a time: while the first sleeps, the others wait in the
+    # consumer, owed but not handed out.
+    started = [
+        await trigger(retiring, caller, deleted, {"payload": {"text": "0.4"}})
+        for _ in range(3)
+    ]
 
     gone = await retiring.http.delete(f"/api/flows/{deleted}", headers=caller.headers)
 
@@ -56,5 +63,7 @@ async def test_a_deleted_flows_run_finishes_and_its_consumer_goes(
         assert loop.time() < deadline, "the deleted flow's consumer was not removed"
         await asyncio.sleep(0.1)
     assert await work_consumers(retiring, caller.tenant_id) == {kept}
-    run = await retiring.http.get(f"/api/runs/{run_id}", headers=caller.headers)
-    assert run.json()["status"] == "completed"
+    for answer in started:
+        run_id = answer.json()["run_id"]
+        run = await retiring.http.get(f"/api/runs/{run_id}", headers=caller.headers)
+        assert run.json()["status"] == "completed"

@@ -228,6 +228,16 @@ async def to_dup(message: Msg, metadata: HandlerMetadata) -> HandlerResponse:
     return HandlerResponse(message, to="DUP")
 
 
+# A slow first step, then a forward to "sink"; or, for "sleep N", a long one.
+async def sleep_or_forward(message: Msg, metadata: HandlerMetadata) -> Any:
+    _record("a", message.text, metadata)
+    if message.text.startswith("sleep "):
+        await asyncio.sleep(float(message.text.split()[1]))
+        return None
+    await asyncio.sleep(0.2)
+    return HandlerResponse(message, to="sink")
+
+
 # Light steps for load tests: respond at once.
 async def respond_at_once(message: Msg, metadata: HandlerMetadata) -> HandlerResponse:
     _record("once", message.text, metadata)

@@ -379,11 +379,39 @@ async def test_cancel_stops_a_run(runtime: Runtime) -> None:
     assert [type(e.event).__name__ for e in events] == ["RunTriggered", "RunCancelled"]
 
 
+async def test_a_step_owed_to_a_run_cancelled_meanwhile_does_not_run(
+    runtime: Runtime,
+) -> None:
+    flow = await runtime.flow(
+        organism(
+            listener("a", "sleep_or_forward"),
+            listener("sink", "sink"),
+            extra="max_concurrent_handlers: 1\n",
+        )
+    )
+    # One event of the flow at a time: while the second run sleeps, the first
+    # run's next step waits, already stored, and this worker has that run
+    # cached as it left it.
+    cancelled = await runtime.trigger(flow, {"text": "go"})
+    sleeper = await runtime.trigger(flow, {"text": "sleep 1"})
+    while not CALLS[sleeper.run_id]:
+        await asyncio.sleep(0.01)
+
+    await runtime.runs.cancel(flow.tenant_id, cancelled.run_id, actor="user:tester")
+
+    await runtime.ended(flow, sleeper.run_id)
+    state = await runtime.ended(flow, cancelled.run_id)
+    await asyncio.sleep(0.5)
+    assert state.status == "cancelled"
+    assert order(cancelled.run_id) == ["a"]
+
+
 async def test_a_worker_reads_a_cancel_stored_elsewhere_before_the_next_step(
     runtime: Runtime,
 ) -> None:
     flow = await runtime.flow(organism(listener("sleepy", "sleepy")))
-    triggered = await runtime.trigger(flow, {"text": "0.5"})
+    # Long enough that the run is still going when it is cancelled.
+    triggered = await runtime.trigger(flow, {"text": "2"})
     run = run_aggregate(flow.tenant_id, flow.flow_id, triggered.run_id)
     worker_journal = RunJournal(runtime.runs_store)
     seen = await worker_journal.state(run)

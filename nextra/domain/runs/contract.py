@@ -68,7 +68,8 @@ class HandlerMetadata:
             another step: the idempotency key for what the handler does outside
             Nextra, since a step whose worker died before its outcome was stored
             runs again.
-        attempt: 1 on the step's first run, more on each retry.
+        attempt: The delivery of the event that owed this step: 1 the first
+            time, more when it came back (the step may or may not have run).
         history: Thread memory: the messages delivered on this thread so far in
             this run, oldest first, ending with the one being handled.
     """

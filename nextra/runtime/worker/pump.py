@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import msgspec
@@ -38,7 +38,6 @@ from nextra.events.runs import (
 from nextra.events.tenants import Tier
 from nextra.eventstore.flowqueues import (
     WAKE_PREFIX,
-    FlowQueue,
     FlowQueues,
     WorkItem,
     parse_wake,
@@ -55,7 +54,9 @@ log = get_logger(__name__)
 
 _T = TypeVar("_T")
 Overdue = Callable[[], Awaitable[Sequence[AggregateRef]]]
-Deleted = Callable[[Sequence[tuple[str, str]]], Awaitable[Sequence[tuple[str, str]]]]
+Deleted = Callable[
+    [Sequence[tuple[str, str]], datetime], Awaitable[Sequence[tuple[str, str]]]
+]
 _TIERS: frozenset[str] = frozenset({"free", "paid", "pro", "enterprise"})
 # How often the event loop's lag is sampled, and what counts as lagging.
 _PACE_INTERVAL = 0.05
@@ -84,7 +85,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
         outage_seconds: Seconds a worker keeps trying to read a run the store
             does not answer for, before it gives the event back.
         retire_interval: Seconds between looks for idle work consumers of
-            deleted flows, which are then removed.
+            flows deleted at least that long ago, which are then removed.
     """
 
     concurrency: int = 64
@@ -106,8 +107,8 @@ class Worker:
     Args:
         overdue: Lists runs still open past their deadline (the watchdog's
             query); ``None`` leaves the watchdog off.
-        deleted: Says which of the given ``(tenant, flow)`` pairs are deleted
-            flows; ``None`` keeps every work consumer.
+        deleted: Says which of the given ``(tenant, flow)`` pairs are flows
+            deleted before the given time; ``None`` keeps every work consumer.
     """
 
     def __init__(
@@ -154,6 +155,10 @@ class Worker:
         if self._overdue is not None:
             background.append(
                 asyncio.create_task(self._watch(stopping), name="worker watchdog")
+            )
+        if self._deleted is not None:
+            background.append(
+                asyncio.create_task(self._retire(stopping), name="worker retire")
             )
         log.info("worker.started", concurrency=self._settings.concurrency)
         try:
@@ -303,6 +308,7 @@ class Worker:
                 lambda: self._load(run, item.event.sequence, messages)
             )
             if state.finished:
+                self._journal.forget(run)
                 return
             if organism is not None:
                 # Every branch finishes before a failure is raised: a branch
@@ -319,6 +325,9 @@ class Worker:
                         raise outcome
             async with self._lock(run):
                 await self._journal.settle(run, state)
+            if state.status != "running":
+                # Ended: its place in the journal goes to runs still going.
+                self._journal.forget(run)
 
     async def _load(
         self, run: AggregateRef, sequence: int, messages: tuple[Message, ...]
@@ -501,38 +510,45 @@ class Worker:
         self._wake(*parsed, tier)
 
     async def _scan(self, stopping: asyncio.Event) -> None:
-        loop = asyncio.get_running_loop()
-        retire_at = loop.time() + self._settings.retire_interval
         while not stopping.is_set():
             try:
-                queues = await self._queues.backlogs()
-                for queue in queues:
+                for queue in await self._queues.backlogs():
                     if queue.pending or queue.in_flight:
                         self._wake(queue.tenant_id, queue.flow_id)
-                if loop.time() >= retire_at:
-                    retire_at = loop.time() + self._settings.retire_interval
-                    await self._retire(queues)
             except Exception as error:  # noqa: BLE001 - retried next interval
                 log.warning("worker.scan_failed", error=str(error))
             await _first(stopping, timeout=self._settings.scan_interval)
 
-    async def _retire(self, queues: Sequence[FlowQueue]) -> None:
+    async def _retire(self, stopping: asyncio.Event) -> None:
         """Remove the work consumers of deleted flows that owe no step.
 
         A deleted flow takes no trigger, and its runs still open finish first:
-        their events keep its consumer busy until then. Every worker may do
-        this; removing a consumer twice is harmless.
+        their events keep its consumer busy until then. Only flows deleted one
+        interval ago or more are removed, which leaves a trigger that passed
+        its check just before the delete the time to be stored and seen. Every
+        worker may do this; removing a consumer twice is harmless.
         """
-        if self._deleted is None:
-            return
-        idle = [
-            (queue.tenant_id, queue.flow_id)
-            for queue in queues
-            if not (queue.pending or queue.in_flight)
-        ]
-        for tenant_id, flow_id in await self._deleted(idle):
-            await self._queues.remove(tenant_id, flow_id)
-            log.info("worker.queue_removed", tenant_id=tenant_id, flow_id=flow_id)
+        assert self._deleted is not None
+        interval = self._settings.retire_interval
+        while not stopping.is_set():
+            await _first(stopping, timeout=interval)
+            if stopping.is_set():
+                return
+            try:
+                queues = await self._queues.backlogs()
+                idle = [
+                    (queue.tenant_id, queue.flow_id)
+                    for queue in queues
+                    if not (queue.pending or queue.in_flight)
+                ]
+                before = datetime.now(UTC) - timedelta(seconds=interval)
+                for tenant_id, flow_id in await self._deleted(idle, before):
+                    await self._queues.remove(tenant_id, flow_id)
+                    log.info(
+                        "worker.queue_removed", tenant_id=tenant_id, flow_id=flow_id
+                    )
+            except Exception as error:  # noqa: BLE001 - retried next interval
+                log.warning("worker.retire_failed", error=str(error))
 
     async def _pace(self, stopping: asyncio.Event) -> None:
         """Take fewer steps in hand while the event loop is behind.
