@@ -296,8 +296,8 @@ class Worker:
         elif isinstance(event, StepCompleted):
             messages = tuple(sent for sent in event.sent if sent.receivers > 0)
         elif isinstance(event, RunCompleted | RunFailed | RunCancelled):
-            # The run's last event: nothing will ask for its state again, so it
-            # leaves room in the journal for runs still going.
+            # The run's last event: its state gives its place in the journal
+            # to runs still going (a late delivery would read it again).
             self._journal.forget(run)
             return
         else:
