@@ -37,7 +37,7 @@ _SESSION_SETTINGS = {
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An asyncpg engine for ``url`` (``postgres://`` and ``postgresql://`` accepted)."""
+    """An asyncpg engine for ``url`` (``postgres://`` or ``postgresql://``)."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
             url = "postgresql+asyncpg://" + url.removeprefix(prefix)

@@ -115,13 +115,7 @@ def start(
         raise ValidationError(message, expected="a listener", got="none")
     receivers = listeners_for(organism, entry, payload_type)
     if not receivers:
-        takes = sorted(
-            {
-                listener.payload_type
-                for listener in organism.listeners
-                if listener.name.lower() == entry.lower()
-            }
-        )
+        takes = _entry_types(organism)
         message = (
             f"entry listener {entry} takes {' or '.join(takes)}, not {payload_type}"
         )
@@ -193,14 +187,7 @@ def entry_type(organism: Organism, flow_id: str) -> str:
         ValidationError: The entry listener takes several types; the trigger
             must say which.
     """
-    entry = (organism.entry or "").lower()
-    types = sorted(
-        {
-            listener.payload_type
-            for listener in organism.listeners
-            if listener.name.lower() == entry
-        }
-    )
+    types = _entry_types(organism)
     if len(types) > 1:
         message = (
             f"entry listener {organism.entry} of flow {flow_id} takes "
@@ -210,6 +197,17 @@ def entry_type(organism: Organism, flow_id: str) -> str:
             message, expected=" | ".join(types), got=None, where="payload_type"
         )
     return types[0] if types else ""
+
+
+def _entry_types(organism: Organism) -> list[str]:
+    entry = (organism.entry or "").lower()
+    return sorted(
+        {
+            listener.payload_type
+            for listener in organism.listeners
+            if listener.name.lower() == entry
+        }
+    )
 
 
 def same_trigger(

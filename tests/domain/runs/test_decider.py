@@ -37,22 +37,47 @@ listeners:
     policy=HOSTED,
 )
 
+TEXTS = load_organism(
+    """\
+organism:
+  name: texts
+listeners:
+  - name: echo
+    description: echo
+    handler: builtin:echo
+    payload_class: TextInput
+  - name: echo
+    description: echo numbers
+    handler: builtin:echo
+    payload_class: Msg
+payloads:
+  Msg:
+    text: str
+""",
+    policy=HOSTED,
+)
 
-def started() -> RunState:
-    event = decider.start(
+
+def trigger_of(
+    payload_type: str, payload: dict[str, object], source: str = "user:u"
+) -> RunTriggered:
+    return decider.start(
         run_id="r1",
         flow_id="f1",
         revision=1,
-        organism=FLOW,
+        organism=FLOW if payload_type == "Msg" else TEXTS,
         tier="free",
         limits=decider.limits_of(limits_for("free")),
-        trigger=Trigger(kind="manual", source="user:u"),
-        payload_type="Msg",
-        payload={"text": "hi"},
+        trigger=Trigger(kind="manual", source=source),
+        payload_type=payload_type,
+        payload=payload,
         now=NOW,
     )
+
+
+def started() -> RunState:
     state = RunState()
-    state.apply(event, 1)
+    state.apply(trigger_of("Msg", {"text": "hi"}), 1)
     return state
 
 
@@ -274,46 +299,12 @@ def test_a_trigger_too_big_for_one_event_is_refused_whatever_the_tier() -> None:
     assert isinstance(caught.value, ValidationError)
 
 
-def trigger_of(payload_type: str, payload: dict[str, object]) -> RunTriggered:
-    return decider.start(
-        run_id="r1",
-        flow_id="f1",
-        revision=1,
-        organism=FLOW if payload_type == "Msg" else TEXTS,
-        tier="free",
-        limits=decider.limits_of(limits_for("free")),
-        trigger=Trigger(kind="manual", source="api-key:one"),
-        payload_type=payload_type,
-        payload=payload,
-        now=NOW,
-    )
-
-
-TEXTS = load_organism(
-    """\
-organism:
-  name: texts
-listeners:
-  - name: echo
-    description: echo
-    handler: builtin:echo
-    payload_class: TextInput
-  - name: echo
-    description: echo numbers
-    handler: builtin:echo
-    payload_class: Msg
-payloads:
-  Msg:
-    text: str
-""",
-    policy=HOSTED,
-)
-
-
 def test_a_retried_trigger_matches_what_it_started_and_nothing_else() -> None:
-    typed = trigger_of("Msg", {"text": "hi"})
+    typed = trigger_of("Msg", {"text": "hi"}, "api-key:one")
     text = trigger_of(
-        "TextInput", {"text": "hi", "source": "api-key:one", "user": "api-key:one"}
+        "TextInput",
+        {"text": "hi", "source": "api-key:one", "user": "api-key:one"},
+        "api-key:one",
     )
 
     assert decider.same_trigger(typed, FLOW, None, {"text": "hi"})
