@@ -162,7 +162,7 @@ async def tenants_create(
         result = await commands.create(
             tenant_id, name, tier=tier, context=CommandContext(actor="cli")
         )
-        key = await issue_owner_key(commands, tenant_id, "created by nextra tenants")
+        key, _ = await issue_owner_key(commands, tenant_id, "created by nextra tenants")
     finally:
         await platform.close()
     sequence = result.last_sequence if result else "-"
@@ -171,10 +171,15 @@ async def tenants_create(
     return 0
 
 
-async def issue_owner_key(commands: TenantCommands, tenant_id: str, name: str) -> str:
-    """Give a tenant an owner API key and return its secret."""
+async def issue_owner_key(
+    commands: TenantCommands, tenant_id: str, name: str
+) -> tuple[str, int]:
+    """Give a tenant an owner API key: its secret, and the sequence it was stored at.
+
+    The API knows the key once the ``access`` projection has passed that sequence.
+    """
     key = generate_api_key()
-    await commands.create_api_key(
+    stored = await commands.create_api_key(
         tenant_id,
         key_id=key.prefix,
         key_hash=key.hash,
@@ -182,7 +187,9 @@ async def issue_owner_key(commands: TenantCommands, tenant_id: str, name: str) -
         role="owner",
         context=CommandContext(actor="cli"),
     )
-    return key.secret
+    # A new key id is never a repeat, so the command always appends.
+    assert stored is not None
+    return key.secret, stored.last_sequence
 
 
 async def flows_validate(settings: Settings, *, files: list[str]) -> int:

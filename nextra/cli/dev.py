@@ -7,6 +7,8 @@ import contextlib
 import sys
 from pathlib import Path
 
+import httpx
+
 from nextra.app.tenants import TenantCommands
 from nextra.cli.admin import issue_owner_key
 from nextra.cli.platform import Platform
@@ -21,9 +23,10 @@ from nextra.devstack.nats import EmbeddedNats
 from nextra.devstack.postgres import EmbeddedPostgres, ensure_database
 from nextra.events.envelope import CommandContext
 from nextra.eventstore.topology import apply_streams
-from nextra.kernel.errors import ConflictError
+from nextra.kernel.errors import ConflictError, ProjectionError
 from nextra.kernel.logging import get_logger
 from nextra.kernel.settings import Settings
+from nextra.readmodels.checkpoints import wait_projected
 from nextra.readmodels.database import upgrade_database
 
 __all__ = ("run_dev",)
@@ -59,8 +62,13 @@ async def run_dev(settings: Settings) -> None:
         platform = await Platform.connect(settings, name="nextra-dev")
         try:
             await apply_streams(platform.nc.jetstream(), platform.streams)
-            demo_key = await _ensure_demo_tenant(platform)
-            _banner(settings, data_dir, embedded_nats, embedded_postgres, demo_key)
+            demo_key, stored_at = await _ensure_demo_tenant(platform)
+            banner = _banner(
+                settings, data_dir, embedded_nats, embedded_postgres, demo_key
+            )
+            announce = asyncio.create_task(
+                _announce_when_usable(platform, banner, stored_at), name="announce"
+            )
             tasks = [
                 asyncio.create_task(run_api(platform, stopping), name="api"),
                 asyncio.create_task(
@@ -71,6 +79,7 @@ async def run_dev(settings: Settings) -> None:
                 ),
             ]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            announce.cancel()
             stopping.set()
             await asyncio.gather(*tasks, return_exceptions=True)
             for task in done:
@@ -86,7 +95,7 @@ async def run_dev(settings: Settings) -> None:
         log.info("dev.stopped")
 
 
-async def _ensure_demo_tenant(platform: Platform) -> str:
+async def _ensure_demo_tenant(platform: Platform) -> tuple[str, int]:
     """Make sure the demo tenant exists; a fresh owner API key for it."""
     commands = TenantCommands(platform.store)
     with contextlib.suppress(ConflictError):
@@ -112,8 +121,8 @@ def _banner(
     embedded_nats: EmbeddedNats | None,
     embedded_postgres: EmbeddedPostgres | None,
     demo_key: str,
-) -> None:
-    api = f"http://{settings.api_host}:{settings.api_port}"
+) -> str:
+    api = _api_url(settings)
     lines = [
         "",
         f"  Nextra is up.   API  {api}   (ready: {api}/ready, docs: {api}/schema)",
@@ -126,5 +135,32 @@ def _banner(
         "  Ctrl-C stops everything.",
         "",
     ]
-    sys.stdout.write("\n".join(line for line in lines if line) + "\n\n")
+    return "\n".join(line for line in lines if line) + "\n\n"
+
+
+async def _announce_when_usable(platform: Platform, banner: str, key_at: int) -> None:
+    """Print the banner once its ``curl`` line would work.
+
+    That is once the API answers and the ``access`` projection knows the demo
+    key; printed sooner, a newcomer's first request could be refused.
+    """
+    health = f"{_api_url(platform.settings)}/health"
+    try:
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get(health)).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+        await wait_projected(platform.engine, "access", key_at, timeout=60)
+    except ProjectionError as error:
+        log.warning("dev.key_not_projected", error=str(error))
+    sys.stdout.write(banner)
     sys.stdout.flush()
+
+
+def _api_url(settings: Settings) -> str:
+    # A server listening on every interface is reached on loopback.
+    every_interface = ("0.0.0.0", "::")  # noqa: S104 - compared, not bound
+    host = "127.0.0.1" if settings.api_host in every_interface else settings.api_host
+    return f"http://{host}:{settings.api_port}"

@@ -275,8 +275,9 @@ def decide(state: TenantState, command: Command) -> list[Event]:
 
 def _within(limit: int | None, wanted: int, resource: str, tier: Tier) -> None:
     if limit is not None and wanted > limit:
+        allowed = f"{limit} {resource.removesuffix('s') if limit == 1 else resource}"
         message = (
-            f"the {tier} tier allows {limit} {resource}; this would make {wanted}. "
+            f"the {tier} tier allows {allowed}; this would make {wanted}. "
             "Remove one or move to a larger tier"
         )
         raise LimitExceeded(

@@ -122,7 +122,7 @@ async def test_an_organisation_and_its_members_follow_clerk(
     )
     assert created.status_code == joined.status_code == 200
     assert refused.json()["status"] == "refused"
-    assert "free tier allows 1 members" in refused.json()["reason"]
+    assert "free tier allows 1 member;" in refused.json()["reason"]
     newest = await clerk.platform.store.last_sequence("nx.ev.org_acme.tenant.org_acme")
     await wait_projected(clerk.platform.engine, "access", newest, timeout=10)
 

@@ -66,7 +66,7 @@ async def test_a_flow_from_yaml_through_canvas_edits_limits_and_deletion(
     )
     assert second.status_code == 402
     assert second.json()["where"] == "tier.flows"
-    assert "free tier allows 1 flows" in second.json()["detail"]
+    assert "free tier allows 1 flow;" in second.json()["detail"]
 
     started = await http.post(f"/api/flows/{flow_id}/start", headers=auth)
     status = await http.get(f"/api/flows/{flow_id}/status", headers=auth)

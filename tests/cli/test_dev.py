@@ -69,21 +69,56 @@ def interrupt(process: subprocess.Popen[str]) -> tuple[str, str]:
     return stdout, stderr
 
 
+def first_run_script() -> str:
+    """The shell lines of the README's "A first run"."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## A first run", 1)[1]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def read_banner(process: subprocess.Popen[str]) -> tuple[str, str]:
+    """What ``nextra dev`` printed up to its demo key, and the key."""
+    lines = []
+    for line in process.stdout:  # type: ignore[union-attr]
+        lines.append(line)
+        found = re.search(r"API key \(new this start\): (nx_\S+)", line)
+        if found:
+            return "".join(lines), found.group(1)
+    raise AssertionError(f"nextra dev printed no API key: {lines}")
+
+
 def test_dev_comes_up_ready_stops_cleanly_and_reuses_its_data(data_dir: Path) -> None:
     port = free_port()
 
     first = start(data_dir, port)
     try:
         checks = wait_ready(first, port)
+        banner, key = read_banner(first)
+        # A newcomer's first run, exactly as the README shows it.
+        script = first_run_script().replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+        tried = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "KEY": key},
+        )
     finally:
-        stdout, _ = interrupt(first)
+        interrupt(first)
+    assert tried.returncode == 0, tried.stderr
+    started, ran, listed = tried.stdout.splitlines()
+    assert '"status":"running"' in started
+    assert '"status":"completed"' in ran and '"text":"hello"' in ran
+    run_id = re.search(r'"run_id":"(\w+)"', ran)
+    assert run_id is not None and run_id.group(1) in listed
     assert checks["checks"] == {
         "nats": "ok",
         "streams": "ok",
         "postgres": "ok",
         "migrations": "ok",
     }
-    assert f"API  http://127.0.0.1:{port}" in stdout
+    assert f"API  http://127.0.0.1:{port}" in banner
     assert not list(data_dir.glob("postgres/postmaster.pid")), "postgres left running"
 
     second = start(data_dir, port)

@@ -51,7 +51,7 @@ def test_free_tier_allows_one_flow_and_names_the_limit() -> None:
 
     assert caught.value.where == "tier.flows"
     assert (caught.value.expected, caught.value.got) == (TIERS["free"].flows, 2)
-    assert "free tier allows 1 flows" in caught.value.message
+    assert "free tier allows 1 flow;" in caught.value.message
 
 
 def test_releasing_a_flow_frees_its_place() -> None:
@@ -88,7 +88,7 @@ def test_unlimited_tiers_do_not_count() -> None:
 
 
 def test_member_limit_follows_the_tier() -> None:
-    with pytest.raises(LimitExceeded, match="members"):
+    with pytest.raises(LimitExceeded, match="allows 1 member;"):
         t.decide(created("free"), t.AddMember(tenant_id="a", user_id="u2"))
 
     assert t.decide(created("enterprise"), t.AddMember(tenant_id="a", user_id="u2"))
