@@ -40,8 +40,10 @@ __all__ = (
 log = get_logger(__name__)
 
 _NAME_PREFIX = "work_"
-# JetStream's error code for a consumer that does not exist.
+# JetStream's error codes for a consumer that does not exist, and for a stream
+# that holds as many consumers as it allows.
 _CONSUMER_NOT_FOUND = 10014
+_CONSUMER_LIMIT = 10026
 WAKE_PREFIX = "nx.wake"
 
 
@@ -152,6 +154,15 @@ class FlowQueues:
             # (a tier or the flow's concurrency changed).
             await js.add_consumer(self._store.stream, config)
         except nats.js.errors.APIError as error:
+            if error.err_code == _CONSUMER_LIMIT:
+                message = (
+                    f"stream {self._store.stream} holds as many consumers as it "
+                    f"allows, so flow {flow_id} gets no work consumer; delete flows "
+                    "that no longer run or raise max_consumers in its definition"
+                )
+                raise EventStoreUnavailable(
+                    message, where=f"{self._store.stream}.max_consumers"
+                ) from error
             message = f"could not create work consumer {name}: {error.description}"
             raise EventStoreError(message, where=name) from error
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as error:

@@ -47,6 +47,9 @@ class StreamDefinition(
     duplicate_window: str = "2m"
     max_msg_size: int = -1
     max_age: str = "0s"
+    max_consumers: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """Consumers the stream allows; ``None`` leaves the server's default (since
+    nats-server 2.15, 1,000 per stream, and "unlimited" can no longer be asked for)."""
     allow_atomic: bool = False
     allow_direct: bool = False
     allow_msg_ttl: bool = False
@@ -67,6 +70,7 @@ class StreamDefinition(
             duplicate_window=_seconds(self.duplicate_window),
             max_msg_size=self.max_msg_size,
             max_age=_seconds(self.max_age),
+            max_consumers=self.max_consumers,
             allow_atomic=self.allow_atomic,
             allow_direct=self.allow_direct,
             allow_msg_ttl=self.allow_msg_ttl or None,
@@ -75,8 +79,14 @@ class StreamDefinition(
         )
 
     def settings(self) -> dict[str, Any]:
-        """The settings compared with the server, in the file's words and units."""
-        return {
+        """The settings compared with the server, in the file's words and units.
+
+        A setting the file leaves to the server is not compared.
+        """
+        stated = (
+            {} if self.max_consumers is None else {"max_consumers": self.max_consumers}
+        )
+        return stated | {
             "subjects": sorted(self.subjects),
             "description": self.description,
             "storage": self.storage,
@@ -164,6 +174,7 @@ def _server_settings(config: StreamConfig) -> dict[str, Any]:
         "duplicate_window": float(config.duplicate_window or 0),
         "max_msg_size": config.max_msg_size if config.max_msg_size is not None else -1,
         "max_age": float(config.max_age or 0),
+        "max_consumers": config.max_consumers,
         "allow_atomic": bool(config.allow_atomic),
         "allow_direct": bool(config.allow_direct),
         "allow_msg_ttl": bool(config.allow_msg_ttl),

@@ -68,6 +68,8 @@ async def test_every_stream_on_the_server_matches_its_definition_after_apply(
         assert config.num_replicas == wanted.num_replicas
         assert config.max_msg_size == wanted.max_msg_size
         assert (config.max_age or 0) == wanted.max_age
+        if definition.max_consumers is not None:
+            assert config.max_consumers == definition.max_consumers
         assert bool(config.allow_atomic) is definition.allow_atomic
         assert bool(config.allow_direct) is definition.allow_direct
         assert bool(config.deny_delete) is definition.deny_delete

@@ -64,6 +64,8 @@ _LAGGING = 0.005
 _KEEPING_UP = 0.002
 # Deliveries after which an event runs alone (see Worker._isolated).
 _ISOLATE_FROM = 2
+# A backlog scan waits at least this many times as long as it took.
+_SCAN_SHARE = 10
 
 
 class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -510,14 +512,25 @@ class Worker:
         self._wake(*parsed, tier)
 
     async def _scan(self, stopping: asyncio.Event) -> None:
+        """Wake every flow with a backlog, in case its wake-up was missed.
+
+        Listing every work consumer costs the server about 55 microseconds of
+        CPU per flow, so with many flows the scan waits ten times as long as it
+        took: with 10,000 flows a missed wake-up costs up to about 7 s, and each
+        worker's scans keep the server busy at most a tenth of the time.
+        """
+        loop = asyncio.get_running_loop()
         while not stopping.is_set():
+            began = loop.time()
             try:
                 for queue in await self._queues.backlogs():
                     if queue.pending or queue.in_flight:
                         self._wake(queue.tenant_id, queue.flow_id)
             except Exception as error:  # noqa: BLE001 - retried next interval
                 log.warning("worker.scan_failed", error=str(error))
-            await _first(stopping, timeout=self._settings.scan_interval)
+            took = loop.time() - began
+            interval = max(self._settings.scan_interval, _SCAN_SHARE * took)
+            await _first(stopping, timeout=interval)
 
     async def _retire(self, stopping: asyncio.Event) -> None:
         """Remove the work consumers of deleted flows that owe no step.
