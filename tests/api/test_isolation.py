@@ -108,3 +108,37 @@ async def test_same_named_flows_of_two_tenants_do_not_collide(
     assert theirs.status_code == 201
     mine = await running.http.get("/api/flows", headers=owner.headers)
     assert [f["id"] for f in mine.json()["items"]] == [flow_id]
+
+
+VARIANTS = [
+    "/API/runs/{run}",
+    "/api/runs/{run}/",
+    "/api//runs/{run}",
+    "/api/runs/{run}%2F",
+    "/api/runs%2F{run}",
+    "/api/flows/{flow}/runs/",
+    "/api/flows/{flow}//runs",
+    "/Api/Flows/{flow}/Runs",
+    "/api/flows/{flow}%2Fruns",
+]
+
+
+@pytest.mark.parametrize("path", VARIANTS)
+async def test_case_and_encoding_variants_of_run_routes_reveal_nothing(
+    running: Running,
+    setting: tuple[Caller, Caller, str, str],
+    owner_run: str,
+    path: str,
+) -> None:
+    _, stranger, flow_id, _ = setting
+    url = path.format(flow=flow_id, run=owner_run)
+
+    answers = [
+        await running.http.get(url, headers=stranger.headers),
+        await running.http.get(url),
+    ]
+
+    for answer in answers:
+        assert answer.status_code in {401, 404}, (url, answer.status_code)
+        assert "Private" not in answer.text
+        assert '"status":"completed"' not in answer.text.replace(" ", "")
