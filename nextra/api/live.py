@@ -5,8 +5,12 @@ and closes after the run's end. ``/api/flows/{flow_id}/live`` sends, from the
 moment it is connected, each run of the flow that starts or ends and each line
 its handlers log.
 
-Each socket reads through an ephemeral ordered JetStream consumer of its own,
-filtered to the caller's tenant and deleted when the socket closes. Callers
+A socket holds no JetStream consumer, so open feeds cannot use up the consumers
+the runs stream allows, which flows need to run. It reads the stream with
+direct gets, filtered to the caller's tenant and flow or run, and a core NATS
+subscription on the same subjects tells it when to read again. That message
+only wakes it: what it sends is always read back from the stream, so an append
+the stream refused is never shown. Callers
 authenticate as on HTTP routes (``Authorization: Bearer``), or with
 ``?access_token=`` where a browser cannot set headers. A caller whose tenant has
 no such run or flow gets an error frame and close code 1008, exactly as for an
@@ -17,7 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+)
 from datetime import datetime
 from typing import Any
 
@@ -33,7 +43,6 @@ from litestar.status_codes import (
 )
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.js.api import DeliverPolicy
 
 from nextra.api.context import ApiContext
 from nextra.api.flows import Identifier
@@ -53,7 +62,7 @@ from nextra.eventstore.subjects import (
     flow_runs_filter,
     run_aggregate,
 )
-from nextra.kernel.errors import NotFoundError
+from nextra.kernel.errors import EventContractError, EventStoreError, NotFoundError
 from nextra.kernel.logging import get_logger
 from nextra.readmodels.flows import read_flow
 from nextra.readmodels.runs import read_run_flow
@@ -63,11 +72,8 @@ __all__ = ("flow_live", "run_live")
 log = get_logger("nextra.api")
 
 WS_1013_TRY_AGAIN_LATER = 1013
-# Events waiting for a slow client; past this, NATS flow control holds the rest.
-_BACKLOG = 256
-# The server drops an ephemeral consumer this long after its socket is gone, in
-# case deleting it on close failed.
-_INACTIVE_SECONDS = 30.0
+# A feed reads the stream again after this long without a wake-up.
+_REREAD_SECONDS = 5.0
 
 _NATS_ERRORS = (nats.errors.Error, OSError, TimeoutError)
 # How a send finds the client gone: Litestar's error, or uvicorn's OSError
@@ -127,38 +133,54 @@ def _stores(context: ApiContext) -> tuple[NatsClient, JetStreamEventStore]:
 
 
 @contextlib.asynccontextmanager
-async def _consumer(
-    nc: NatsClient, store: JetStreamEventStore, subject: str, policy: DeliverPolicy
-) -> AsyncIterator[asyncio.Queue[Msg]]:
-    """Messages on ``subject`` in order, through an ephemeral consumer of our own."""
-    queue: asyncio.Queue[Msg] = asyncio.Queue(_BACKLOG)
-    js = nc.jetstream()
+async def _following(
+    nc: NatsClient, store: JetStreamEventStore, subject: str, *, after: int | None
+) -> AsyncIterator[tuple[int, AsyncIterator[RecordedEvent]]]:
+    """The sequence it starts after, and the events on ``subject`` from there.
+
+    ``after=None`` starts after the newest event stored now. The subscription
+    is made before the first read, so an event stored in between is read
+    rather than missed.
+    """
+    woken = asyncio.Event()
+
+    async def wake(_: Msg) -> None:
+        woken.set()
+
     try:
-        subscription = await js.subscribe(
-            subject,
-            stream=store.stream,
-            cb=queue.put,
-            ordered_consumer=True,
-            deliver_policy=policy,
-            inactive_threshold=_INACTIVE_SECONDS,
-        )
-    except _NATS_ERRORS as error:
+        subscription = await nc.subscribe(subject, cb=wake)
+        start = after if after is not None else await store.last_sequence(subject)
+    except (*_NATS_ERRORS, EventStoreError) as error:
         log.warning("api.live_unavailable", error=str(error))
         message = "the run events cannot be read right now; try again"
         raise _Refused(503, message, WS_1013_TRY_AGAIN_LATER) from None
+    events = _read_on(store, subject, start, woken)
     try:
-        yield queue
+        yield start, events
     finally:
-        # Each step on its own: a failure to look the consumer up must not keep
-        # the subscription open. The server drops what is left once inactive.
-        name = None
-        with contextlib.suppress(*_NATS_ERRORS):
-            name = (await subscription.consumer_info()).name
+        await events.aclose()
         with contextlib.suppress(*_NATS_ERRORS):
             await subscription.unsubscribe()
-        if name is not None:
-            with contextlib.suppress(*_NATS_ERRORS):
-                await js.delete_consumer(store.stream, name)
+
+
+async def _read_on(
+    store: JetStreamEventStore, subject: str, after: int, woken: asyncio.Event
+) -> AsyncGenerator[RecordedEvent, None]:
+    def skip(sequence: int, error: EventContractError) -> None:
+        log.warning("api.live_undecodable", sequence=sequence, error=error.message)
+
+    while True:
+        # Cleared before reading: a wake-up during the read is read next time.
+        woken.clear()
+        async for recorded in store.read(
+            after=after, subject=subject, undecodable=skip
+        ):
+            after = recorded.sequence
+            yield recorded
+        # Wake-ups are best effort (a slow client's may be dropped), so the
+        # stream is read again now and then anyway.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(woken.wait(), _REREAD_SECONDS)
 
 
 async def _until_gone(socket: WebSocket[Any, Any, Any]) -> None:
@@ -170,8 +192,7 @@ async def _until_gone(socket: WebSocket[Any, Any, Any]) -> None:
 
 async def _forward(
     socket: WebSocket[Any, Any, Any],
-    store: JetStreamEventStore,
-    queue: asyncio.Queue[Msg],
+    events: AsyncIterator[RecordedEvent],
     frames: Callable[[RecordedEvent], tuple[list[_Frame], bool]],
 ) -> None:
     """Send each event's frames until the feed is over or the client leaves.
@@ -182,16 +203,19 @@ async def _forward(
     gone = asyncio.create_task(_until_gone(socket))
     try:
         while True:
-            arrived = asyncio.create_task(queue.get())
+            arrived = asyncio.ensure_future(anext(events))
             await asyncio.wait({arrived, gone}, return_when=asyncio.FIRST_COMPLETED)
             if gone.done():
                 arrived.cancel()
+                # The read must be over before its generator is closed.
+                await asyncio.wait({arrived})
                 return
             try:
-                recorded = store.decode_message(arrived.result())
-            except Exception as error:  # noqa: BLE001 - one bad event ends nothing
-                log.warning("api.live_undecodable", error=str(error))
-                continue
+                recorded = arrived.result()
+            except EventStoreError as error:
+                log.warning("api.live_unavailable", error=str(error))
+                message = "the run events cannot be read right now; try again"
+                raise _Refused(503, message, WS_1013_TRY_AGAIN_LATER) from None
             batch, last = frames(recorded)
             for frame in batch:
                 if not await _send(socket, frame):
@@ -294,8 +318,8 @@ async def run_live(
             message = f"run {run_id} does not exist"
             raise _Refused(404, message, WS_1008_POLICY_VIOLATION)
         subject = aggregate_subject(run_aggregate(principal.tenant_id, flow_id, run_id))
-        async with _consumer(nc, store, subject, DeliverPolicy.ALL) as queue:
-            await _forward(socket, store, queue, _run_frames)
+        async with _following(nc, store, subject, after=0) as (_, events):
+            await _forward(socket, events, _run_frames)
 
     await _serve(socket, feed)
 
@@ -308,7 +332,9 @@ async def flow_live(
 ) -> None:
     """From now on: each run of the flow that starts or ends, and each log line.
 
-    Frames are ``{"type", "run_id", "sequence", "recorded_at", "data"}``: a run's
+    The first frame, ``{"type": "feed.ready", "sequence": N}``, says the feed is
+    following: every event stored after stream sequence ``N`` is sent. Then
+    frames are ``{"type", "run_id", "sequence", "recorded_at", "data"}``: a run's
     event for ``run.triggered``, ``run.completed``, ``run.failed`` and
     ``run.cancelled``; ``{"message_id", "listener", "entry", "at", "level",
     "message"}`` for ``run.log``. Open until the client leaves.
@@ -323,7 +349,9 @@ async def flow_live(
             message = f"flow {flow_id} does not exist"
             raise _Refused(404, message, WS_1008_POLICY_VIOLATION)
         subject = flow_runs_filter(principal.tenant_id, flow_id)
-        async with _consumer(nc, store, subject, DeliverPolicy.NEW) as queue:
-            await _forward(socket, store, queue, _flow_frames)
+        async with _following(nc, store, subject, after=None) as (start, events):
+            if not await _send(socket, {"type": "feed.ready", "sequence": start}):
+                return
+            await _forward(socket, events, _flow_frames)
 
     await _serve(socket, feed)

@@ -15,7 +15,7 @@ Contracts kept here (tests in tests/eventstore pin each one):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +39,7 @@ from nextra.eventstore.subjects import (
 from nextra.kernel import metrics
 from nextra.kernel.errors import (
     ConcurrencyError,
+    EventContractError,
     EventStoreError,
     EventStoreTimeout,
     EventStoreUnavailable,
@@ -420,10 +421,28 @@ class JetStreamEventStore:
         return [self._decode(raw) async for raw in self._read_raw(subject, 0)]
 
     async def read(
-        self, *, after: int = 0, subject: str = ALL_EVENTS
+        self,
+        *,
+        after: int = 0,
+        subject: str = ALL_EVENTS,
+        undecodable: Callable[[int, EventContractError], None] | None = None,
     ) -> AsyncGenerator[RecordedEvent, None]:
+        """Events on ``subject`` after sequence ``after``, in stream order.
+
+        With ``undecodable``, an event this process cannot decode (a version it
+        does not know yet) is handed to it with its sequence and skipped, rather
+        than ending the read.
+        """
         async for raw in self._read_raw(subject, after):
-            yield self._decode(raw)
+            if undecodable is None:
+                yield self._decode(raw)
+                continue
+            try:
+                recorded = self._decode(raw)
+            except EventContractError as error:
+                undecodable(raw.sequence, error)
+                continue
+            yield recorded
 
     async def last_sequence(self, subject: str = ALL_EVENTS) -> int:
         if subject in (ALL_EVENTS, ALL_RUNS):

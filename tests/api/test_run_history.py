@@ -323,17 +323,10 @@ async def frames_until_closed(
             return frames
 
 
-async def live_consumers(running: Running) -> list[str]:
-    """Consumers on NX_RUNS other than the projector's durable one."""
+async def consumers(running: Running) -> list[str]:
+    """Every consumer on NX_RUNS: the projector's and the flows' work consumers."""
     js = running.platform.nc.jetstream()
-    infos = await js.consumers_info("NX_RUNS")
-    return [i.name for i in infos if not (i.config.durable_name or "").strip()]
-
-
-async def wait_for_consumers(running: Running, count: int) -> None:
-    async with asyncio.timeout(10):
-        while len(await live_consumers(running)) != count:
-            await asyncio.sleep(0.05)
+    return sorted(info.name for info in await js.consumers_info("NX_RUNS"))
 
 
 async def test_a_finished_runs_feed_sends_its_events_then_closes(
@@ -364,7 +357,6 @@ async def test_a_finished_runs_feed_sends_its_events_then_closes(
     assert frames[1]["data"]["logs"][0]["message"] == "greeting Ada"
     assert frames[-1]["data"]["output"] == {"text": "HELLO ADA"}
     assert all("recorded_at" in f for f in frames)
-    await wait_for_consumers(running, 0)
 
 
 async def test_a_running_runs_feed_follows_it_live_until_it_ends(
@@ -390,7 +382,6 @@ async def test_a_running_runs_feed_follows_it_live_until_it_ends(
     assert first["type"] == "run.triggered"
     assert [f["type"] for f in rest] == ["run.step_completed", "run.completed"]
     assert code == 1000
-    await wait_for_consumers(running, 0)
 
 
 async def test_a_flows_feed_sends_run_changes_and_log_lines_from_now_on(
@@ -404,7 +395,7 @@ async def test_a_flows_feed_sends_run_changes_and_log_lines_from_now_on(
         additional_headers=owner.headers,
         proxy=None,
     ) as socket:
-        await wait_for_consumers(running, 1)
+        ready = json.loads(await asyncio.wait_for(socket.recv(), 10))
         run = RunWriter(store, owner.tenant_id, flow)
         await run.trigger({"name": "Fay"})
         logs = (
@@ -423,6 +414,8 @@ async def test_a_flows_feed_sends_run_changes_and_log_lines_from_now_on(
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(socket.recv(), 0.3)
 
+    assert ready["type"] == "feed.ready"
+    assert ready["sequence"] < frames[0]["sequence"]
     assert [(f["type"], f["run_id"]) for f in frames] == [
         ("run.triggered", run.run_id),
         ("run.log", run.run_id),
@@ -438,7 +431,6 @@ async def test_a_flows_feed_sends_run_changes_and_log_lines_from_now_on(
         "message": "one",
     }
     assert frames[2]["data"]["message"] == "two"
-    await wait_for_consumers(running, 0)
 
 
 @pytest.mark.parametrize("feed", ["run", "flow"])
@@ -463,7 +455,6 @@ async def test_another_tenants_feed_is_refused_like_a_missing_one(
     assert frames[0]["detail"] == missing_frames[0]["detail"].replace(
         "nosuchthing", target
     )
-    assert await live_consumers(running) == []
 
 
 async def test_a_feed_without_credentials_is_refused(
@@ -482,17 +473,29 @@ async def test_a_feed_without_credentials_is_refused(
         assert "nx_bogus_key" not in frames[0]["detail"]
 
 
-async def test_a_client_that_leaves_takes_its_consumer_with_it(
+async def test_open_feeds_hold_none_of_the_streams_consumers(
     running: Running, history: dict[str, Any]
 ) -> None:
+    # The stream allows only so many consumers, and flows need them to run: a
+    # tenant holding feeds open must not be able to use them up.
     owner = history["owner"]
+    before = await consumers(running)
 
-    async with connect(
-        ws_url(running, f"/api/runs/{history['running']}/live"),
-        additional_headers=owner.headers,
-        proxy=None,
-    ) as socket:
-        await asyncio.wait_for(socket.recv(), 10)
-        await wait_for_consumers(running, 1)
+    async with (
+        connect(
+            ws_url(running, f"/api/runs/{history['running']}/live"),
+            additional_headers=owner.headers,
+            proxy=None,
+        ) as run_feed,
+        connect(
+            ws_url(running, f"/api/flows/{history['flow']}/live"),
+            additional_headers=owner.headers,
+            proxy=None,
+        ) as flow_feed,
+    ):
+        first = json.loads(await asyncio.wait_for(run_feed.recv(), 10))
+        ready = json.loads(await asyncio.wait_for(flow_feed.recv(), 10))
+        during = await consumers(running)
 
-    await wait_for_consumers(running, 0)
+    assert (first["type"], ready["type"]) == ("run.triggered", "feed.ready")
+    assert during == before
