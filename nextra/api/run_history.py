@@ -232,9 +232,11 @@ def _detail(detail: RunDetail) -> RunDetailOut:
 
 # ISO 8601 only: Litestar would also take a bare number as a Unix time, which
 # the schema does not promise.
+# An offset only after a time: Python reads "2024-01-01+05" as 05:00 with no
+# offset, which would filter from the wrong moment.
 ISO_TIME = (
-    r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?"
-    r"(Z|[+-]\d{2}(:?\d{2})?)?$"
+    r"^\d{4}-\d{2}-\d{2}"
+    r"([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}(:?\d{2})?)?)?$"
 )
 IsoTime = Annotated[str | None, QueryParameter(pattern=ISO_TIME, max_length=40)]
 

@@ -15,10 +15,8 @@ from nats.aio.msg import Msg
 from nextra.api.context import ApiContext
 from nextra.api.identity import Principal
 from nextra.app.runs import RunCommands, Triggered, new_run_id
-from nextra.events.catalogue import REGISTRY
-from nextra.events.runs import RunCompleted, RunFailed
 from nextra.events.tenants import Tier
-from nextra.eventstore.headers import EVENT_TYPE, SCHEMA_VERSION
+from nextra.eventstore.headers import EVENT_TYPE
 from nextra.eventstore.subjects import run_aggregate, runs_subject
 from nextra.kernel.errors import ConfigurationError
 from nextra.readmodels.tenants import read_tenant
@@ -28,8 +26,9 @@ __all__ = ("RunsController", "TriggersController")
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 Identifier = Annotated[str, PathParameter(pattern=ID_PATTERN)]
 MAX_WAIT = 60.0
-_ENDINGS = {"run.completed": "completed", "run.failed": "failed"}
-_ENDINGS["run.cancelled"] = "cancelled"
+_ENDINGS = {"run.completed", "run.failed", "run.cancelled"}
+# How long an end that was heard may take to be found in the stream.
+_READ_BACK_SECONDS = 1.0
 
 
 class RunInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -108,16 +107,15 @@ async def _trigger(
     if data.payload is not None:
         payload = data.payload
 
-    ending: asyncio.Future[Msg] | None = None
+    heard: asyncio.Event | None = None
     subscription = None
     if wait and context.nats is not None:
         # Listen before the trigger is stored, so the end cannot slip past.
-        ending = asyncio.get_running_loop().create_future()
+        heard = asyncio.Event()
 
         async def on_event(msg: Msg) -> None:
-            kind = (msg.headers or {}).get(EVENT_TYPE, "")
-            if kind in _ENDINGS and not ending.done():
-                ending.set_result(msg)
+            if (msg.headers or {}).get(EVENT_TYPE, "") in _ENDINGS:
+                heard.set()
 
         subject = runs_subject(principal.tenant_id, flow_id, run_id)
         subscription = await context.nats.subscribe(subject, cb=on_event)
@@ -132,42 +130,51 @@ async def _trigger(
             idempotency_key=key,
             run_id=run_id,
         )
-        if ending is None:
+        if heard is None:
             return _started(triggered, 202)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(ending), wait)
+        if triggered.duplicate:
+            # A retry: its run may have ended long before we listened.
+            answer = await _waited(runs, principal.tenant_id, triggered)
+            if answer.status_code == 200:
+                return answer
+        return await _until_ended(runs, principal.tenant_id, triggered, heard, wait)
     finally:
         if subscription is not None:
             await subscription.unsubscribe()
-    if ending.done():
-        # Answer from the end event as it was published: a read of the stream
-        # at this instant may not find it yet.
-        return _ended(triggered, ending.result())
-    # A retried trigger whose run ended before we listened, or still running.
-    return await _waited(runs, principal.tenant_id, triggered)
 
 
-def _ended(triggered: Triggered, msg: Msg) -> Response[RunStarted]:
-    headers = msg.headers or {}
-    event = REGISTRY.decode(
-        headers.get(EVENT_TYPE, ""), int(headers.get(SCHEMA_VERSION, "1")), msg.data
-    )
-    body = RunStarted(
-        run_id=triggered.run_id,
-        flow_id=triggered.flow_id,
-        revision=triggered.revision,
-        status="completed",
-    )
-    if isinstance(event, RunCompleted):
-        body.output_type = event.output_type
-        body.output = event.output
-    elif isinstance(event, RunFailed):
-        body.status = "failed"
-        body.error = f"{event.reason}: {event.message}"
-    else:
-        body.status = "cancelled"
-    location = {"Location": f"/api/runs/{triggered.run_id}"}
-    return Response(body, status_code=200, headers=location)
+async def _until_ended(
+    runs: RunCommands,
+    tenant_id: str,
+    triggered: Triggered,
+    heard: asyncio.Event,
+    wait: float,
+) -> Response[RunStarted]:
+    """The run's end as the stream holds it, or ``202`` after ``wait`` seconds.
+
+    A core subscriber also hears appends the stream refused (a cancel that lost
+    to the run's completion), so an end that was heard only says when to look;
+    the answer is read back from the stream, which may store the end a moment
+    after it was heard.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(heard.wait(), max(0.0, deadline - loop.time()))
+        if not heard.is_set():
+            return await _waited(runs, tenant_id, triggered)
+        heard.clear()
+        looking = loop.time() + _READ_BACK_SECONDS
+        while True:
+            answer = await _waited(runs, tenant_id, triggered)
+            if answer.status_code == 200:
+                return answer
+            if loop.time() >= min(looking, deadline):
+                break
+            await asyncio.sleep(0.01)
+        if loop.time() >= deadline:
+            return answer
 
 
 def _started(triggered: Triggered, status: int) -> Response[RunStarted]:

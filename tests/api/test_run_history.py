@@ -146,12 +146,18 @@ async def test_a_bad_cursor_or_filter_is_refused_with_a_problem(
     far = await running.http.get(
         url, params={"since": "0001-01-01T00:00:00+05:00"}, headers=owner.headers
     )
+    # A date with an offset and no time, which Python would read as a time.
+    dated = [
+        await running.http.get(url, params={"since": since}, headers=owner.headers)
+        for since in ("2024-01-01+05", "2024-01-01-05:30", "2024-01-01Z")
+    ]
 
     assert forged.status_code == 422, forged.text
     assert forged.json()["where"] == "cursor"
     assert status.status_code == 400
     assert far.status_code == 422, far.text
-    for response in (forged, status, far):
+    assert [response.status_code for response in dated] == [400, 400, 400]
+    for response in (forged, status, far, *dated):
         assert response.headers["content-type"] == "application/problem+json"
 
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from nextra.app.runs import new_run_id
+from nextra.events.catalogue import REGISTRY
+from nextra.events.runs import RunCancelled
+from nextra.eventstore.headers import EVENT_TYPE, SCHEMA_VERSION
+from nextra.eventstore.subjects import runs_subject
 from tests.api.conftest import Caller, Running
 
 K = "tests.runtime.flowkit"
@@ -272,3 +277,69 @@ async def test_another_tenant_can_neither_trigger_nor_cancel(running: Running) -
         404,
         404,
     ]
+
+
+async def test_a_waited_retry_of_an_ended_run_answers_at_once(
+    running: Running,
+) -> None:
+    caller = await running.tenant()
+    flow_id = await started_flow(running, caller, FLOW)
+    headers = {**caller.headers, "Idempotency-Key": "ended"}
+
+    async def start(wait: float) -> Any:
+        return await running.http.post(
+            f"/api/flows/{flow_id}/runs",
+            json={"payload": {"text": "x"}},
+            params={"wait": wait},
+            headers=headers,
+            # Far below the wait asked for: the run has ended, nothing to wait on.
+            timeout=10,
+        )
+
+    first = await start(10)
+    again = await start(60)
+
+    assert first.json()["status"] == again.json()["status"] == "completed"
+    assert again.status_code == 200
+    assert again.json()["run_id"] == first.json()["run_id"]
+
+
+async def test_an_end_the_stream_refused_is_not_taken_for_the_runs_end(
+    running: Running,
+) -> None:
+    caller = await running.tenant()
+    flow_id = await started_flow(running, caller, SLEEPY)
+    key = "raced"
+    run_id = new_run_id(caller.tenant_id, flow_id, key)
+    subject = runs_subject(caller.tenant_id, flow_id, run_id)
+    store = running.platform.runs_store
+
+    waited = asyncio.create_task(
+        running.http.post(
+            f"/api/flows/{flow_id}/runs",
+            json={"payload": {"text": "1"}},
+            params={"wait": 20},
+            headers={**caller.headers, "Idempotency-Key": key},
+            timeout=30,
+        )
+    )
+    async with asyncio.timeout(10):
+        while await store.last_sequence(subject) == 0:
+            await asyncio.sleep(0.01)
+    # A cancel that lost the race to the run's own events: the stream refuses
+    # it, yet every core subscriber of the subject hears it.
+    await running.platform.nc.publish(
+        subject,
+        REGISTRY.encode(RunCancelled(reason="too late", steps=0)),
+        headers={
+            EVENT_TYPE: "run.cancelled",
+            SCHEMA_VERSION: "1",
+            "Nats-Expected-Last-Subject-Sequence": "0",
+        },
+    )
+    answer = await waited
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "completed"
+    events = [e.event async for e in store.read(subject=subject)]
+    assert not any(isinstance(event, RunCancelled) for event in events)
