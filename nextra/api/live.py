@@ -74,6 +74,8 @@ log = get_logger("nextra.api")
 WS_1013_TRY_AGAIN_LATER = 1013
 # A feed reads the stream again after this long without a wake-up.
 _REREAD_SECONDS = 5.0
+# How often an open feed checks that its caller may still read it.
+_RECHECK_SECONDS = 1.0
 
 _NATS_ERRORS = (nats.errors.Error, OSError, TimeoutError)
 # How a send finds the client gone: Litestar's error, or uvicorn's OSError
@@ -192,23 +194,30 @@ async def _until_gone(socket: WebSocket[Any, Any, Any]) -> None:
 
 async def _forward(
     socket: WebSocket[Any, Any, Any],
+    context: ApiContext,
     events: AsyncIterator[RecordedEvent],
     frames: Callable[[RecordedEvent], tuple[list[_Frame], bool]],
 ) -> None:
     """Send each event's frames until the feed is over or the client leaves.
 
     ``frames(recorded)`` returns the frames for an event and whether it was the
-    feed's last.
+    feed's last. A caller whose credentials stop being valid (a revoked key, a
+    member removed) is refused within a second.
     """
     gone = asyncio.create_task(_until_gone(socket))
+    revoked = asyncio.create_task(_until_revoked(socket, context))
     try:
         while True:
             arrived = asyncio.ensure_future(anext(events))
-            await asyncio.wait({arrived, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if gone.done():
+            await asyncio.wait(
+                {arrived, gone, revoked}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if gone.done() or revoked.done():
                 arrived.cancel()
                 # The read must be over before its generator is closed.
                 await asyncio.wait({arrived})
+                if revoked.done():
+                    raise revoked.result()
                 return
             try:
                 recorded = arrived.result()
@@ -226,6 +235,26 @@ async def _forward(
                 return
     finally:
         gone.cancel()
+        revoked.cancel()
+
+
+async def _until_revoked(
+    socket: WebSocket[Any, Any, Any], context: ApiContext
+) -> _Refused:
+    """Authenticate the socket's caller again every second, until refused.
+
+    Each API process drops what it knew of a tenant as soon as a key is
+    revoked or a member removed, so this is a lookup in memory, not a query.
+    While credentials cannot be checked (the identity provider is down), the
+    feed goes on.
+    """
+    while True:
+        await asyncio.sleep(_RECHECK_SECONDS)
+        try:
+            await _admit(socket, context)
+        except _Refused as refused:
+            if refused.code != WS_1013_TRY_AGAIN_LATER:
+                return refused
 
 
 async def _serve(
@@ -319,7 +348,7 @@ async def run_live(
             raise _Refused(404, message, WS_1008_POLICY_VIOLATION)
         subject = aggregate_subject(run_aggregate(principal.tenant_id, flow_id, run_id))
         async with _following(nc, store, subject, after=0) as (_, events):
-            await _forward(socket, events, _run_frames)
+            await _forward(socket, context, events, _run_frames)
 
     await _serve(socket, feed)
 
@@ -352,6 +381,6 @@ async def flow_live(
         async with _following(nc, store, subject, after=None) as (start, events):
             if not await _send(socket, {"type": "feed.ready", "sequence": start}):
                 return
-            await _forward(socket, events, _flow_frames)
+            await _forward(socket, context, events, _flow_frames)
 
     await _serve(socket, feed)

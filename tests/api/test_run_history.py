@@ -505,3 +505,30 @@ async def test_open_feeds_hold_none_of_the_streams_consumers(
 
     assert (first["type"], ready["type"]) == ("run.triggered", "feed.ready")
     assert during == before
+
+
+async def test_a_feed_whose_key_is_revoked_is_closed(
+    running: Running, history: dict[str, Any]
+) -> None:
+    owner, flow = history["owner"], history["flow"]
+    created = await running.http.post(
+        "/api/keys", json={"name": "dashboard"}, headers=owner.headers
+    )
+    key = created.json()
+
+    async with connect(
+        ws_url(running, f"/api/flows/{flow}/live"),
+        additional_headers={"Authorization": f"Bearer {key['secret']}"},
+        proxy=None,
+    ) as socket:
+        ready = json.loads(await asyncio.wait_for(socket.recv(), 10))
+        revoked = await running.http.delete(
+            f"/api/keys/{key['id']}", headers=owner.headers
+        )
+        frames = await frames_until_closed(socket)
+        code = socket.close_code
+
+    assert ready["type"] == "feed.ready"
+    assert revoked.status_code == 204
+    assert [frame["status"] for frame in frames] == [401]
+    assert code == 1008
