@@ -250,6 +250,18 @@ async def slow_relay(message: Msg, metadata: HandlerMetadata) -> HandlerResponse
     return HandlerResponse.respond(Msg(message.text + "<c"))
 
 
+# A step that decides the run (a timeout) while a sibling branch still runs.
+async def fan_to_x_and_y(message: Msg, metadata: HandlerMetadata) -> Any:
+    _record("a", message.text, metadata)
+    return [HandlerResponse(Msg("5"), to="x"), HandlerResponse(Msg("y"), to="y")]
+
+
+async def late_forward(message: Msg, metadata: HandlerMetadata) -> HandlerResponse:
+    _record("y", message.text, metadata)
+    await asyncio.sleep(0.6)
+    return HandlerResponse(message, to="sink")
+
+
 async def crash_the_worker(message: Msg, metadata: HandlerMetadata) -> None:
     """A poison message: the worker process dies whenever it handles it."""
     _record("poison", message.text, metadata)

@@ -422,3 +422,48 @@ async def test_a_worker_reads_a_cancel_stored_elsewhere_before_the_next_step(
     assert cached.status == "running"
     latest = await worker_journal.state(run, at_least=seen.version, latest=True)
     assert latest.status == "cancelled"
+
+
+async def test_no_handler_runs_once_a_step_has_decided_the_run(
+    runtime: Runtime,
+) -> None:
+    # Two listeners take "d"; the first times out, which fails the run.
+    flow = await runtime.flow(
+        organism(
+            listener("d", "sleepy", more="timeout_seconds: 0.2"),
+            listener("d", "second_of_two"),
+        )
+    )
+
+    state = await runtime.run(flow, {"text": "5"})
+
+    assert state.status == "failed"
+    assert [call.listener for call in CALLS[state.run_id]] == ["sleepy"]
+
+
+async def test_a_sibling_still_running_when_the_run_is_decided_sends_nothing(
+    runtime: Runtime,
+) -> None:
+    flow = await runtime.flow(
+        organism(
+            listener("a", "fan_to_x_and_y"),
+            listener("x", "sleepy", more="timeout_seconds: 0.2"),
+            listener("y", "late_forward"),
+            listener("sink", "sink"),
+            # One event in flight: no other delivery of the run ends it
+            # while this one's branches run.
+            extra="max_concurrent_handlers: 1\n",
+        )
+    )
+
+    state = await runtime.run(flow, {"text": "go"})
+    # y was running when x's timeout decided the run; give it time to finish.
+    await asyncio.sleep(1.0)
+
+    assert state.status == "failed"
+    events = await runtime.events(flow, state.run_id)
+    failed = events[-1].event
+    assert isinstance(failed, RunFailed) and failed.reason == "handler_timeout"
+    steps = [e.event.listener for e in events if isinstance(e.event, StepCompleted)]
+    assert steps == ["a", "x"]
+    assert "sink" not in [call.listener for call in CALLS[state.run_id]]

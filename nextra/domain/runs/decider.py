@@ -249,9 +249,11 @@ def complete_step(
     """Record the outcome of ``entry``'s step on ``message``.
 
     Returns ``None`` when there is nothing to record: the step's outcome is
-    already committed (a duplicate delivery), or the run has ended.
+    already committed (a duplicate delivery), or the run has ended or another
+    step has decided how it ends (its output, or a limit); a step that was
+    still running then has its outcome discarded, as under a cancel.
     """
-    if state.finished or (message.id, entry) in state.done:
+    if state.decided or (message.id, entry) in state.done:
         return None
 
     receivers = listeners_for(organism, message.to, message.payload_type)

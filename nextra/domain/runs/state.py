@@ -92,6 +92,11 @@ class RunState:
         return self.status != "running"
 
     @property
+    def decided(self) -> bool:
+        """Ended, or a step has decided how it ends: no handler runs for it."""
+        return self.finished or self.verdict is not None
+
+    @property
     def message_count(self) -> int:
         return len(self.messages)
 

@@ -375,7 +375,7 @@ class Worker:
         # Listeners sharing a name and type take the message one after the
         # other, in declaration order, as in xml-pipeline.
         for entry, listener in enumerate(receivers):
-            if state.finished:
+            if state.decided:
                 return
             if (message.id, entry) in state.done:
                 continue
@@ -389,7 +389,7 @@ class Worker:
                 # This delivery replaces one that was lost with the step in
                 # hand: the retry is recorded before the step runs again.
                 result = await self._retry(run, state, message, entry, attempt)
-                if state.finished or (message.id, entry) in state.done:
+                if state.decided or (message.id, entry) in state.done:
                     continue
             if result is None:
                 result = await self._runner.run(
@@ -456,6 +456,10 @@ class Worker:
                     return
                 if await self._journal.commit(run, state, step, command_id=command_id):
                     break
+            if state.verdict is not None:
+                # Decided (its output, or a limit): ended now, not once the
+                # siblings still running have finished.
+                await self._journal.settle(run, state)
         log.info(
             "step.completed",
             tenant_id=run.tenant_id,
