@@ -262,6 +262,23 @@ async def late_forward(message: Msg, metadata: HandlerMetadata) -> HandlerRespon
     return HandlerResponse(message, to="sink")
 
 
+# Text the store refuses, and a handler that cancels itself.
+async def nul_reply(message: Msg, metadata: HandlerMetadata) -> HandlerResponse:
+    _record("nul", message.text, metadata)
+    return HandlerResponse.respond(Msg("before\x00after"))
+
+
+async def nul_log(message: Msg, metadata: HandlerMetadata) -> HandlerResponse:
+    _record("nul_log", message.text, metadata)
+    log.warning("odd bytes: a\x00b")
+    return HandlerResponse.respond(message)
+
+
+async def cancels_itself(message: Msg, metadata: HandlerMetadata) -> None:
+    _record("cancels", message.text, metadata)
+    raise asyncio.CancelledError
+
+
 async def crash_the_worker(message: Msg, metadata: HandlerMetadata) -> None:
     """A poison message: the worker process dies whenever it handles it."""
     _record("poison", message.text, metadata)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from nextra.app.runs import RunJournal
-from nextra.events.runs import RunFailed, StepCompleted
+from nextra.events.runs import RunFailed, StepCompleted, StepRetried
 from nextra.eventstore.subjects import run_aggregate
 from tests.runtime.conftest import Runtime
 from tests.runtime.flowkit import CALLS
@@ -467,3 +467,47 @@ async def test_a_sibling_still_running_when_the_run_is_decided_sends_nothing(
     steps = [e.event.listener for e in events if isinstance(e.event, StepCompleted)]
     assert steps == ["a", "x"]
     assert "sink" not in [call.listener for call in CALLS[state.run_id]]
+
+
+async def test_a_nul_character_in_a_reply_is_an_invalid_return_run_once(
+    runtime: Runtime,
+) -> None:
+    flow = await runtime.flow(organism(listener("nul", "nul_reply")))
+
+    state = await runtime.run(flow, {"text": "x"})
+
+    assert state.status == "failed"
+    assert [call.listener for call in CALLS[state.run_id]] == ["nul"]
+    events = await runtime.events(flow, state.run_id)
+    step = next(e.event for e in events if isinstance(e.event, StepCompleted))
+    assert step.outcome == "invalid_return"
+    assert step.error is not None and "NUL character" in step.error.message
+    assert not any(isinstance(e.event, StepRetried) for e in events)
+
+
+async def test_a_nul_character_in_a_log_line_is_kept_as_a_replacement(
+    runtime: Runtime,
+) -> None:
+    flow = await runtime.flow(organism(listener("nul_log", "nul_log")))
+
+    state = await runtime.run(flow, {"text": "x"})
+
+    assert state.status == "completed"
+    events = await runtime.events(flow, state.run_id)
+    step = next(e.event for e in events if isinstance(e.event, StepCompleted))
+    assert [line.message for line in step.logs] == ["odd bytes: a\ufffdb"]
+
+
+async def test_a_handler_that_cancels_itself_fails_its_step_once(
+    runtime: Runtime,
+) -> None:
+    flow = await runtime.flow(organism(listener("cancels", "cancels_itself")))
+
+    state = await runtime.run(flow, {"text": "x"})
+
+    assert state.status == "failed"
+    assert [call.listener for call in CALLS[state.run_id]] == ["cancels"]
+    events = await runtime.events(flow, state.run_id)
+    failed = events[-1].event
+    assert isinstance(failed, RunFailed) and failed.reason == "handler_error"
+    assert "CancelledError" in failed.message

@@ -305,6 +305,7 @@ def _bounded(step: StepCompleted) -> StepCompleted:
     the stream takes in one message. The run then fails with ``payload_limit``
     rather than its commit failing until the step looks like poison.
     """
+    step = _storable(step)
     size = len(_ENCODER.encode(step))
     if size <= MAX_EVENT_BYTES:
         return step
@@ -325,6 +326,62 @@ def _bounded(step: StepCompleted) -> StepCompleted:
         error=StepError(code="payload_limit", message=detail),
         limit="payload_limit",
     )
+
+
+def _storable(step: StepCompleted) -> StepCompleted:
+    """The step without NUL characters (U+0000), which the store refuses.
+
+    Read models are PostgreSQL, whose text cannot hold them. In a log line or
+    an error message a NUL becomes U+FFFD; in what the handler returned it makes
+    the return invalid, so that its commit does not fail until it looks like
+    poison.
+    """
+    if not _has_nul(step):
+        return step
+    logs = tuple(
+        msgspec.structs.replace(line, message=_without_nul(line.message))
+        for line in step.logs
+    )
+    error = step.error
+    if error is not None:
+        error = msgspec.structs.replace(error, message=_without_nul(error.message))
+    step = msgspec.structs.replace(step, logs=logs, error=error)
+    if not _has_nul(step):
+        return step
+    return msgspec.structs.replace(
+        step,
+        outcome="invalid_return",
+        sent=(),
+        dropped=(),
+        responded=False,
+        error=StepError(
+            code="invalid-return",
+            message=(
+                f"listener {step.listener} returned text with a NUL character "
+                "(U+0000), which Nextra does not store"
+            ),
+        ),
+    )
+
+
+def _has_nul(step: StepCompleted) -> bool:
+    encoded = _ENCODER.encode(step)
+    # JSON writes a NUL as \u0000: only a step with that sequence is walked.
+    return b"\\u0000" in encoded and _holds_nul(msgspec.json.decode(encoded))
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
+def _without_nul(text: str) -> str:
+    return text.replace("\x00", "\ufffd")
 
 
 def retry(state: RunState, message: Message, entry: int, attempt: int) -> StepRetried:

@@ -136,6 +136,16 @@ class StepRunner:
             )
             outcome = self._result("timeout", started_at, began, attempt, lines, error)
             return msgspec.structs.replace(outcome, limit=reason)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this worker's own task is being cancelled
+            # The handler cancelled itself: its failure, not the worker's.
+            failure = StepError(
+                code="handler_error",
+                message="CancelledError: the handler was cancelled",
+            )
+            return self._result("error", started_at, began, attempt, lines, failure)
         except NextraError as error:
             failure = StepError(code=error.code, message=str(error))
             kind = "invalid_return" if error.code == "invalid-return" else "error"
