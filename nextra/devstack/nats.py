@@ -20,6 +20,10 @@ from nextra.kernel.errors import ConfigurationError
 __all__ = ("MIN_VERSION", "EmbeddedNats", "find_nats_server", "free_port")
 
 MIN_VERSION = (2, 12, 0)
+# How nats-server reports a port another process holds, and how often a start
+# tries other ports for it.
+_ADDRESS_TAKEN = "address already in use"
+_BIND_ATTEMPTS = 3
 
 
 def free_port() -> int:
@@ -89,6 +93,9 @@ class EmbeddedNats:
         self.port = port or free_port()
         self.monitor_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        # A port picked here may be taken by another process before the server
+        # binds it; until it has served once, it can be picked again.
+        self._port_movable = not port
 
     @property
     def url(self) -> str:
@@ -103,6 +110,26 @@ class EmbeddedNats:
         return self.directory / "nats-server.log"
 
     def start(self, timeout: float = 20.0) -> None:
+        for attempt in range(_BIND_ATTEMPTS):
+            try:
+                self._start(timeout)
+            except ConfigurationError:
+                taken = _ADDRESS_TAKEN in self._log_tail()
+                if not taken or attempt == _BIND_ATTEMPTS - 1:
+                    raise
+                if self._port_movable:
+                    self.port = free_port()
+                self.monitor_port = free_port()
+                continue
+            self._port_movable = False
+            return
+
+    def _log_tail(self) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-2000:]
+        return ""
+
+    def _start(self, timeout: float) -> None:
         binary = find_nats_server()
         self.directory.mkdir(parents=True, exist_ok=True)
         self._stop_leftover()
