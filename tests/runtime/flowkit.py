@@ -262,6 +262,12 @@ async def late_forward(message: Msg, metadata: HandlerMetadata) -> HandlerRespon
     return HandlerResponse(message, to="sink")
 
 
+# A fan-out to handlers that count how many of them run at once.
+async def fan_out_counted(message: Msg, metadata: HandlerMetadata) -> Any:
+    _record("a", message.text, metadata)
+    return [HandlerResponse(Msg(message.text), to="c") for _ in range(5)]
+
+
 # Text the store refuses, and a handler that cancels itself.
 async def nul_reply(message: Msg, metadata: HandlerMetadata) -> HandlerResponse:
     _record("nul", message.text, metadata)

@@ -56,6 +56,28 @@ async def test_a_flows_concurrency_limit_holds_across_workers(
     assert PEAK[tag] == 2
 
 
+async def test_a_fan_out_runs_no_more_handlers_at_once_than_its_flow_allows(
+    nc: NatsClient, store: JetStreamEventStore
+) -> None:
+    runtime = runtime_on(nc, store)
+    flow = await runtime.flow(
+        organism(
+            listener("a", "fan_out_counted"),
+            listener("c", "counted"),
+            extra="max_concurrent_handlers: 2\n",
+        )
+    )
+    tag = new_id()
+    settings = WorkerSettings(ack_wait=5.0, scan_interval=0.2)
+
+    async with worker_running(nc, store, runtime.runs_store, settings):
+        state = await runtime.run(flow, {"text": tag})
+
+    assert state.status == "completed"
+    assert [call.listener for call in CALLS[state.run_id]].count("counted") == 5
+    assert PEAK[tag] == 2
+
+
 async def test_a_run_past_its_deadline_runs_no_step(
     nc: NatsClient, store: JetStreamEventStore
 ) -> None:

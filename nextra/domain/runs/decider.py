@@ -253,7 +253,7 @@ def complete_step(
     step has decided how it ends (its output, or a limit); a step that was
     still running then has its outcome discarded, as under a cancel.
     """
-    if state.decided or (message.id, entry) in state.done:
+    if state.decided() or (message.id, entry) in state.done:
         return None
 
     receivers = listeners_for(organism, message.to, message.payload_type)

@@ -91,9 +91,12 @@ class RunState:
     def finished(self) -> bool:
         return self.status != "running"
 
-    @property
     def decided(self) -> bool:
-        """Ended, or a step has decided how it ends: no handler runs for it."""
+        """Ended, or a step has decided how it ends: no handler runs for it.
+
+        A method, not a property: other tasks change the state while a step
+        waits, so it is asked again rather than remembered.
+        """
         return self.finished or self.verdict is not None
 
     @property

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Sequence,
+)
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -25,6 +32,7 @@ from nextra.domain.flows.model import Organism
 from nextra.domain.runs import decider
 from nextra.domain.runs.routing import listeners_for
 from nextra.domain.runs.state import RunState
+from nextra.domain.tiers import limits_for
 from nextra.events.envelope import AggregateRef
 from nextra.events.runs import (
     Message,
@@ -144,6 +152,7 @@ class Worker:
         self._pulling: set[tuple[str, str]] = set()
         self._rewoken: set[tuple[str, str]] = set()
         self._locks: dict[str, _Held] = {}
+        self._slots: dict[tuple[str, str], _Slots] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -375,7 +384,7 @@ class Worker:
         # Listeners sharing a name and type take the message one after the
         # other, in declaration order, as in xml-pipeline.
         for entry, listener in enumerate(receivers):
-            if state.decided:
+            if state.decided():
                 return
             if (message.id, entry) in state.done:
                 continue
@@ -389,12 +398,15 @@ class Worker:
                 # This delivery replaces one that was lost with the step in
                 # hand: the retry is recorded before the step runs again.
                 result = await self._retry(run, state, message, entry, attempt)
-                if state.decided or (message.id, entry) in state.done:
+                if state.decided() or (message.id, entry) in state.done:
                     continue
             if result is None:
-                result = await self._runner.run(
-                    organism, listener, message, state, attempt=attempt
-                )
+                async with self._slot(run, state, organism):
+                    if state.decided():
+                        return
+                    result = await self._runner.run(
+                        organism, listener, message, state, attempt=attempt
+                    )
             await self._record(run, state, organism, message, entry, result)
 
     async def _retry(
@@ -500,6 +512,35 @@ class Worker:
     def _lock(self, run: AggregateRef) -> asyncio.Lock:
         return self._locks[run.aggregate_id].lock
 
+    @contextlib.asynccontextmanager
+    async def _slot(
+        self, run: AggregateRef, state: RunState, organism: Organism
+    ) -> AsyncIterator[None]:
+        """One of the flow's places for a running handler, in this worker.
+
+        The flow's work consumer holds its events in flight to the flow's limit
+        across all workers, but one event may owe several steps (a fan-out).
+        Within a worker its handlers share the same number of places, so that a
+        fan-out does not run more of them at once than the flow allows.
+        """
+        flow = (run.tenant_id, state.flow_id)
+        size = min(
+            organism.max_concurrent_handlers,
+            limits_for(state.tier).max_concurrent_steps_per_flow,
+        )
+        slots = self._slots.get(flow)
+        if slots is None or slots.size != size:
+            # New, or the flow's limit changed: later steps take the new one.
+            slots = self._slots[flow] = _Slots(size)
+        slots.users += 1
+        try:
+            async with slots.semaphore:
+                yield
+        finally:
+            slots.users -= 1
+            if slots.users == 0 and self._slots.get(flow) is slots:
+                del self._slots[flow]
+
     async def _keep_alive(self, msg: Msg) -> None:
         # A long step must not be handed to another worker while it runs.
         while True:
@@ -599,6 +640,17 @@ class Worker:
             except Exception as error:  # noqa: BLE001 - retried next interval
                 log.warning("worker.watchdog_failed", error=str(error))
             await _first(stopping, timeout=self._settings.watchdog_interval)
+
+
+class _Slots:
+    """A flow's places for running handlers in this worker, and who uses them."""
+
+    __slots__ = ("semaphore", "size", "users")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.semaphore = asyncio.Semaphore(size)
+        self.users = 0
 
 
 class _Held:
