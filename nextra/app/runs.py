@@ -98,9 +98,10 @@ class RunJournal:
     ) -> bool:
         """Append ``event`` at the state's version and apply it.
 
-        Returns ``False`` when the run moved on meanwhile (or the command was
-        already stored): the state is then refreshed and the caller decides
-        again against it.
+        Returns ``False`` when the run moved on meanwhile: the state is then
+        refreshed and the caller decides again against it. A command already
+        stored (its first try was stored, but its answer lost) is committed:
+        the state is refreshed to include it, and ``True`` returned.
         """
         context = CommandContext(
             command_id=command_id, actor="system", correlation_id=state.run_id
@@ -114,7 +115,7 @@ class RunJournal:
             return False
         if result.duplicate:
             await self.refresh(run, state)
-            return False
+            return True
         state.apply(event, result.last_sequence)
         self._remember(run, state)
         return True
