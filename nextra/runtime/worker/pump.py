@@ -249,7 +249,9 @@ class Worker:
         """
         heartbeat = asyncio.create_task(self._keep_alive(item.msg))
         try:
-            while self._busy > 0 or self._isolating:
+            # No new pulls start while a suspect waits; those already out
+            # could still bring steps in, so they are waited for too.
+            while self._busy > 0 or self._isolating or self._pulling:
                 self._slot_freed.clear()
                 await _first(self._slot_freed, timeout=0.1)
             self._isolating = True
