@@ -151,11 +151,14 @@ async def _following(
 
     try:
         subscription = await nc.subscribe(subject, cb=wake)
+    except _NATS_ERRORS as error:
+        raise _unavailable(error) from None
+    try:
         start = after if after is not None else await store.last_sequence(subject)
-    except (*_NATS_ERRORS, EventStoreError) as error:
-        log.warning("api.live_unavailable", error=str(error))
-        message = "the run events cannot be read right now; try again"
-        raise _Refused(503, message, WS_1013_TRY_AGAIN_LATER) from None
+    except EventStoreError as error:
+        with contextlib.suppress(*_NATS_ERRORS):
+            await subscription.unsubscribe()
+        raise _unavailable(error) from None
     events = _read_on(store, subject, start, woken)
     try:
         yield start, events
@@ -165,9 +168,17 @@ async def _following(
             await subscription.unsubscribe()
 
 
+def _unavailable(error: Exception) -> _Refused:
+    log.warning("api.live_unavailable", error=str(error))
+    message = "the run events cannot be read right now; try again"
+    return _Refused(503, message, WS_1013_TRY_AGAIN_LATER)
+
+
 async def _read_on(
     store: JetStreamEventStore, subject: str, after: int, woken: asyncio.Event
 ) -> AsyncGenerator[RecordedEvent, None]:
+    """Each event after ``after``, read again whenever ``woken`` is set."""
+
     def skip(sequence: int, error: EventContractError) -> None:
         log.warning("api.live_undecodable", sequence=sequence, error=error.message)
 
@@ -222,9 +233,7 @@ async def _forward(
             try:
                 recorded = arrived.result()
             except EventStoreError as error:
-                log.warning("api.live_unavailable", error=str(error))
-                message = "the run events cannot be read right now; try again"
-                raise _Refused(503, message, WS_1013_TRY_AGAIN_LATER) from None
+                raise _unavailable(error) from None
             batch, last = frames(recorded)
             for frame in batch:
                 if not await _send(socket, frame):
