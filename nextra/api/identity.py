@@ -23,6 +23,7 @@ __all__ = (
     "authenticate",
     "provide_principal",
     "socket_token",
+    "still_allowed",
 )
 
 
@@ -138,13 +139,38 @@ async def _from_session(
     claims = await sessions.verify(token)
     # A Clerk organisation is a tenant; a user without one works in their own.
     tenant_id = claims.org_id or claims.subject
-    role = context.tenant_cache.member_role(tenant_id, claims.subject)
+    role = await _member_role(tenant_id, claims.subject, context)
+    return Principal(tenant_id=tenant_id, actor=f"user:{claims.subject}", role=role)
+
+
+async def _member_role(tenant_id: str, user_id: str, context: ApiContext) -> str:
+    role = context.tenant_cache.member_role(tenant_id, user_id)
     if role is None:
         async with context.engine.connect() as connection:
-            member = await read_member(connection, tenant_id, claims.subject)
+            member = await read_member(connection, tenant_id, user_id)
         if member is None:
-            message = f"user {claims.subject} is not a member of tenant {tenant_id}"
+            message = f"user {user_id} is not a member of tenant {tenant_id}"
             raise Forbidden(message, where="tenant")
         role = member.role
-        context.tenant_cache.keep_member_role(tenant_id, claims.subject, role)
-    return Principal(tenant_id=tenant_id, actor=f"user:{claims.subject}", role=role)
+        context.tenant_cache.keep_member_role(tenant_id, user_id, role)
+    return role
+
+
+async def still_allowed(token: str, principal: Principal, context: ApiContext) -> None:
+    """Check again that a long-lived connection's caller may still act.
+
+    An API key is checked in full: revoked or expired, it is refused. A session
+    is checked for its membership only: its token was verified when the
+    connection opened, and a Clerk session token expires within a minute or
+    so, while a connection may last for hours.
+
+    Raises:
+        AuthenticationError: The API key was revoked or has expired.
+        Forbidden: The user is no longer a member of the tenant.
+    """
+    if token.startswith("nx_"):
+        await _from_api_key(token, context)
+        return
+    await _member_role(
+        principal.tenant_id, principal.actor.removeprefix("user:"), context
+    )

@@ -46,7 +46,13 @@ from nats.aio.msg import Msg
 
 from nextra.api.context import ApiContext
 from nextra.api.flows import Identifier
-from nextra.api.identity import Forbidden, Principal, authenticate, socket_token
+from nextra.api.identity import (
+    Forbidden,
+    Principal,
+    authenticate,
+    socket_token,
+    still_allowed,
+)
 from nextra.auth.errors import AuthenticationError, AuthenticationUnavailable
 from nextra.events.envelope import RecordedEvent
 from nextra.events.runs import (
@@ -163,9 +169,11 @@ async def _following(
     try:
         yield start, events
     finally:
-        await events.aclose()
-        with contextlib.suppress(*_NATS_ERRORS):
-            await subscription.unsubscribe()
+        try:
+            await events.aclose()
+        finally:
+            with contextlib.suppress(*_NATS_ERRORS):
+                await subscription.unsubscribe()
 
 
 def _unavailable(error: Exception) -> _Refused:
@@ -206,6 +214,7 @@ async def _until_gone(socket: WebSocket[Any, Any, Any]) -> None:
 async def _forward(
     socket: WebSocket[Any, Any, Any],
     context: ApiContext,
+    principal: Principal,
     events: AsyncIterator[RecordedEvent],
     frames: Callable[[RecordedEvent], tuple[list[_Frame], bool]],
 ) -> None:
@@ -216,19 +225,17 @@ async def _forward(
     member removed) is refused within a second.
     """
     gone = asyncio.create_task(_until_gone(socket))
-    revoked = asyncio.create_task(_until_revoked(socket, context))
+    revoked = asyncio.create_task(_until_revoked(socket, context, principal))
+    arrived: asyncio.Future[RecordedEvent] | None = None
     try:
         while True:
             arrived = asyncio.ensure_future(anext(events))
             await asyncio.wait(
                 {arrived, gone, revoked}, return_when=asyncio.FIRST_COMPLETED
             )
-            if gone.done() or revoked.done():
-                arrived.cancel()
-                # The read must be over before its generator is closed.
-                await asyncio.wait({arrived})
-                if revoked.done():
-                    raise revoked.result()
+            if revoked.done():
+                raise revoked.result()
+            if gone.done():
                 return
             try:
                 recorded = arrived.result()
@@ -245,25 +252,33 @@ async def _forward(
     finally:
         gone.cancel()
         revoked.cancel()
+        if arrived is not None and not arrived.done():
+            arrived.cancel()
+            # The read must be over before its generator is closed; this waits
+            # for it even when the feed itself is being cancelled.
+            await asyncio.shield(asyncio.wait({arrived}))
 
 
 async def _until_revoked(
-    socket: WebSocket[Any, Any, Any], context: ApiContext
+    socket: WebSocket[Any, Any, Any], context: ApiContext, principal: Principal
 ) -> _Refused:
-    """Authenticate the socket's caller again every second, until refused.
+    """Check every second that the caller may still read, until it may not.
 
-    Each API process drops what it knew of a tenant as soon as a key is
-    revoked or a member removed, so this is a lookup in memory, not a query.
-    While credentials cannot be checked (the identity provider is down), the
-    feed goes on.
+    Mostly a lookup in the API's tenant cache, which every API process empties
+    for a tenant as soon as a key is revoked or a member removed. While the
+    check itself fails (Postgres unreachable), the feed goes on.
     """
+    token = socket_token(socket)
     while True:
         await asyncio.sleep(_RECHECK_SECONDS)
         try:
-            await _admit(socket, context)
-        except _Refused as refused:
-            if refused.code != WS_1013_TRY_AGAIN_LATER:
-                return refused
+            await still_allowed(token, principal, context)
+        except AuthenticationError as error:
+            return _Refused(401, error.message, WS_1008_POLICY_VIOLATION)
+        except Forbidden as error:
+            return _Refused(403, error.message, WS_1008_POLICY_VIOLATION)
+        except Exception as error:  # noqa: BLE001 - checked again next second
+            log.warning("api.live_recheck_failed", error=str(error))
 
 
 async def _serve(
@@ -357,7 +372,7 @@ async def run_live(
             raise _Refused(404, message, WS_1008_POLICY_VIOLATION)
         subject = aggregate_subject(run_aggregate(principal.tenant_id, flow_id, run_id))
         async with _following(nc, store, subject, after=0) as (_, events):
-            await _forward(socket, context, events, _run_frames)
+            await _forward(socket, context, principal, events, _run_frames)
 
     await _serve(socket, feed)
 
@@ -390,6 +405,6 @@ async def flow_live(
         async with _following(nc, store, subject, after=None) as (start, events):
             if not await _send(socket, {"type": "feed.ready", "sequence": start}):
                 return
-            await _forward(socket, context, events, _flow_frames)
+            await _forward(socket, context, principal, events, _flow_frames)
 
     await _serve(socket, feed)

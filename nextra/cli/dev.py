@@ -23,7 +23,7 @@ from nextra.devstack.nats import EmbeddedNats
 from nextra.devstack.postgres import EmbeddedPostgres, ensure_database
 from nextra.events.envelope import CommandContext
 from nextra.eventstore.topology import apply_streams
-from nextra.kernel.errors import ConflictError, ProjectionError
+from nextra.kernel.errors import ConflictError
 from nextra.kernel.logging import get_logger
 from nextra.kernel.settings import Settings
 from nextra.readmodels.checkpoints import wait_projected
@@ -153,7 +153,7 @@ async def _announce_when_usable(platform: Platform, banner: str, key_at: int) ->
                         break
                 await asyncio.sleep(0.1)
         await wait_projected(platform.engine, "access", key_at, timeout=60)
-    except ProjectionError as error:
+    except Exception as error:  # noqa: BLE001 - the banner holds the only key
         log.warning("dev.key_not_projected", error=str(error))
     sys.stdout.write(banner)
     sys.stdout.flush()

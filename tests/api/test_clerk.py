@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from svix.webhooks import Webhook
 
+from nextra.api.identity import Forbidden, authenticate, still_allowed
 from nextra.events.envelope import CommandContext
 from nextra.kernel.settings import load_settings
 from nextra.readmodels.checkpoints import wait_projected
@@ -201,3 +202,40 @@ async def test_sessions_of_non_members_and_bad_tokens_are_refused(
 
     assert stranger.status_code == 403
     assert forged.status_code == 401
+
+
+async def test_a_long_connection_outlives_its_session_token_but_not_membership(
+    clerk: Running, rsa_key: SigningKey
+) -> None:
+    await deliver(
+        clerk,
+        "organization.created",
+        {"id": "org_live", "name": "Live", "created_by": "user_ann"},
+        "msg_live",
+    )
+    await clerk.platform.api_context().tenants.change_tier(
+        "org_live", "enterprise", context=CommandContext()
+    )
+    member = {
+        "organization": {"id": "org_live"},
+        "public_user_data": {"user_id": "user_bob"},
+        "role": "org:member",
+    }
+    await deliver(clerk, "organizationMembership.created", member, "msg_bob")
+    newest = await clerk.platform.store.last_sequence("nx.ev.org_live.tenant.org_live")
+    await wait_projected(clerk.platform.engine, "access", newest, timeout=10)
+    context = clerk.platform.api_context()
+    principal = await authenticate(session(rsa_key, "user_bob", "org_live"), context)
+    # The token the connection opened with has long expired since.
+    now = int(time.time())
+    expired = rsa_key.sign(
+        {"iss": ISSUER, "sub": "user_bob", "org_id": "org_live", "exp": now - 600}
+    )
+
+    await still_allowed(expired, principal, context)
+    await deliver(clerk, "organizationMembership.deleted", member, "msg_bob_out")
+    newest = await clerk.platform.store.last_sequence("nx.ev.org_live.tenant.org_live")
+    await wait_projected(clerk.platform.engine, "access", newest, timeout=10)
+
+    with pytest.raises(Forbidden):
+        await still_allowed(expired, principal, clerk.platform.api_context())

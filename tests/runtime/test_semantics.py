@@ -441,23 +441,37 @@ async def test_no_handler_runs_once_a_step_has_decided_the_run(
     assert [call.listener for call in CALLS[state.run_id]] == ["sleepy"]
 
 
-async def test_a_sibling_still_running_when_the_run_is_decided_sends_nothing(
-    runtime: Runtime,
-) -> None:
-    flow = await runtime.flow(
-        organism(
-            listener("a", "fan_to_x_and_y"),
-            listener("x", "sleepy", more="timeout_seconds: 0.2"),
-            listener("y", "late_forward"),
-            listener("sink", "sink"),
-            # One event in flight: no other delivery of the run ends it
-            # while this one's branches run.
-            extra="max_concurrent_handlers: 1\n",
-        )
+def deciding_fan_out(limit: int) -> str:
+    """a fans out to x, which times out (deciding the run), and y, which is slow."""
+    return organism(
+        listener("a", "fan_to_x_and_y"),
+        listener("x", "sleepy", more="timeout_seconds: 0.2"),
+        listener("y", "late_forward"),
+        listener("sink", "sink"),
+        extra=f"max_concurrent_handlers: {limit}\n",
     )
 
+
+async def test_a_step_waiting_for_its_place_when_the_run_is_decided_never_starts(
+    runtime: Runtime,
+) -> None:
+    # One handler at a time: y waits for x's place, which x keeps until its
+    # timeout is committed and has failed the run.
+    flow = await runtime.flow(deciding_fan_out(1))
+
     state = await runtime.run(flow, {"text": "go"})
-    # y was running when x's timeout decided the run; give it time to finish.
+
+    assert state.status == "failed"
+    assert [call.listener for call in CALLS[state.run_id]] == ["a", "sleepy"]
+
+
+async def test_a_sibling_running_when_the_run_is_decided_sends_nothing(
+    runtime: Runtime,
+) -> None:
+    flow = await runtime.flow(deciding_fan_out(2))
+
+    state = await runtime.run(flow, {"text": "go"})
+    # y was running beside x when x's timeout decided the run; let it finish.
     await asyncio.sleep(1.0)
 
     assert state.status == "failed"
@@ -466,7 +480,11 @@ async def test_a_sibling_still_running_when_the_run_is_decided_sends_nothing(
     assert isinstance(failed, RunFailed) and failed.reason == "handler_timeout"
     steps = [e.event.listener for e in events if isinstance(e.event, StepCompleted)]
     assert steps == ["a", "x"]
-    assert "sink" not in [call.listener for call in CALLS[state.run_id]]
+    assert sorted(call.listener for call in CALLS[state.run_id]) == [
+        "a",
+        "sleepy",
+        "y",
+    ]
 
 
 async def test_a_nul_character_in_a_reply_is_an_invalid_return_run_once(

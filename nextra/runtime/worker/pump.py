@@ -72,8 +72,9 @@ _LAGGING = 0.005
 _KEEPING_UP = 0.002
 # Deliveries after which an event runs alone (see Worker._isolated).
 _ISOLATE_FROM = 2
-# A backlog scan waits at least this many times as long as it took.
+# A backlog scan waits ten times as long as it took, at most thirty intervals.
 _SCAN_SHARE = 10
+_SCAN_MOST = 30
 
 
 class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -152,7 +153,7 @@ class Worker:
         self._pulling: set[tuple[str, str]] = set()
         self._rewoken: set[tuple[str, str]] = set()
         self._locks: dict[str, _Held] = {}
-        self._slots: dict[tuple[str, str], _Slots] = {}
+        self._slots: dict[tuple[str, str, int], _Slots] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -402,14 +403,19 @@ class Worker:
                 result = await self._retry(run, state, message, entry, attempt)
                 if state.decided() or (message.id, entry) in state.done:
                     continue
-            if result is None:
-                async with self._slot(run, state, organism):
-                    if state.decided():
-                        return
-                    result = await self._runner.run(
-                        organism, listener, message, state, attempt=attempt
-                    )
-            await self._record(run, state, organism, message, entry, result)
+            if result is not None:
+                # Poison: its outcome is recorded without running it again.
+                await self._record(run, state, organism, message, entry, result)
+                continue
+            # The place is kept until the outcome is committed: a sibling
+            # waiting for it then sees whether this step decided the run.
+            async with self._slot(run, state, organism):
+                if state.decided():
+                    return
+                result = await self._runner.run(
+                    organism, listener, message, state, attempt=attempt
+                )
+                await self._record(run, state, organism, message, entry, result)
 
     async def _retry(
         self,
@@ -525,23 +531,24 @@ class Worker:
         Within a worker its handlers share the same number of places, so that a
         fan-out does not run more of them at once than the flow allows.
         """
-        flow = (run.tenant_id, state.flow_id)
         size = min(
             organism.max_concurrent_handlers,
             limits_for(state.tier).max_concurrent_steps_per_flow,
         )
-        slots = self._slots.get(flow)
-        if slots is None or slots.size != size:
-            # New, or the flow's limit changed: later steps take the new one.
-            slots = self._slots[flow] = _Slots(size)
+        # By size too: runs pinned to revisions (or tiers) with other limits
+        # each keep to their own, rather than replacing each other's places.
+        key = (run.tenant_id, state.flow_id, size)
+        slots = self._slots.get(key)
+        if slots is None:
+            slots = self._slots[key] = _Slots(size)
         slots.users += 1
         try:
             async with slots.semaphore:
                 yield
         finally:
             slots.users -= 1
-            if slots.users == 0 and self._slots.get(flow) is slots:
-                del self._slots[flow]
+            if slots.users == 0:
+                del self._slots[key]
 
     async def _keep_alive(self, msg: Msg) -> None:
         # A long step must not be handed to another worker while it runs.
@@ -563,20 +570,28 @@ class Worker:
 
         Listing every work consumer costs the server about 55 microseconds of
         CPU per flow, so with many flows the scan waits ten times as long as it
-        took: with 10,000 flows a missed wake-up costs up to about 7 s, and each
-        worker's scans keep the server busy at most a tenth of the time.
+        took (at most 30 intervals): with 10,000 flows a missed wake-up costs
+        up to about 7 s, and each worker's scans keep the server busy at most a
+        tenth of the time.
         """
         loop = asyncio.get_running_loop()
+        floor = self._settings.scan_interval
+        interval = floor
         while not stopping.is_set():
             began = loop.time()
             try:
-                for queue in await self._queues.backlogs():
+                queues = await self._queues.backlogs()
+            except Exception as error:  # noqa: BLE001 - retried next interval
+                # A scan that failed says nothing of how long one takes, and
+                # wake-ups are most likely lost just then: the next comes soon.
+                log.warning("worker.scan_failed", error=str(error))
+                interval = floor
+            else:
+                for queue in queues:
                     if queue.pending or queue.in_flight:
                         self._wake(queue.tenant_id, queue.flow_id)
-            except Exception as error:  # noqa: BLE001 - retried next interval
-                log.warning("worker.scan_failed", error=str(error))
-            took = loop.time() - began
-            interval = max(self._settings.scan_interval, _SCAN_SHARE * took)
+                took = loop.time() - began
+                interval = min(max(floor, _SCAN_SHARE * took), _SCAN_MOST * floor)
             await _first(stopping, timeout=interval)
 
     async def _retire(self, stopping: asyncio.Event) -> None:
@@ -647,10 +662,9 @@ class Worker:
 class _Slots:
     """A flow's places for running handlers in this worker, and who uses them."""
 
-    __slots__ = ("semaphore", "size", "users")
+    __slots__ = ("semaphore", "users")
 
     def __init__(self, size: int) -> None:
-        self.size = size
         self.semaphore = asyncio.Semaphore(size)
         self.users = 0
 
