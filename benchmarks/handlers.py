@@ -17,6 +17,7 @@ __all__ = (
     "Hop",
     "Ping",
     "echo",
+    "fails",
     "fibo",
     "fibo_hop",
     "organism_yaml",
@@ -62,9 +63,16 @@ async def echo(ping: Ping, metadata: HandlerMetadata) -> HandlerResponse:
     return HandlerResponse.respond(Ping(text=ping.text))
 
 
+async def fails(ping: Ping, metadata: HandlerMetadata) -> None:
+    """Fail on every run: the poison flow of anchors A10."""
+    message = f"this flow fails on every run ({ping.text})"
+    raise RuntimeError(message)
+
+
 def organism_yaml(kind: str, *, in_flight: int = 100) -> str:
     """The organism of a benchmark flow: ``chain`` (``hop`` forwarding to itself,
-    as many steps as the trigger's ``Hop.steps``) or ``echo`` (one step).
+    as many steps as the trigger's ``Hop.steps``), ``echo`` (one step) or
+    ``fails`` (one step that always raises).
 
     ``in_flight`` becomes ``max_concurrent_handlers``, the flow's own cap on
     steps in flight (the tier's cap applies on top).
@@ -82,6 +90,13 @@ def organism_yaml(kind: str, *, in_flight: int = 100) -> str:
             "  - name: echo\n"
             "    description: Answers the trigger at once\n"
             f"    handler: {module}.echo\n"
+            f"    payload_class: {module}.Ping\n"
+        )
+    elif kind == "fails":
+        listener = (
+            "  - name: fails\n"
+            "    description: Fails on every run\n"
+            f"    handler: {module}.fails\n"
             f"    payload_class: {module}.Ping\n"
         )
     else:

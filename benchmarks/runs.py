@@ -21,6 +21,9 @@ measured in the same run, and the details behind it:
 3. a noisy neighbour: tenant A gets 10,000 runs queued while the workers are
    stopped, then tenant B triggers 20 runs/s while two workers drain A's
    backlog; B's latency is compared with B alone;
+5. a poison flow (anchors A10): tenant P's flow fails on every run while
+   P triggers 50 runs/s; tenant B's runs at 20/s are compared with B alone
+   (trigger to first step p95), and P's runs are timed to their failure;
 4. raw baselines, before section 1 and again at the end: nats-py ``js.publish``
    of a ``run.triggered`` event's bytes and headers to a scratch stream, one at
    a time and 64 in flight, a core NATS request/reply round trip, and
@@ -106,6 +109,7 @@ CHAIN_GOAL = 0.4  # seconds for 40 steps
 THROUGHPUT_GOAL = 500.0  # one-step runs/s
 HALF_LOAD_P99_GOAL = 0.050  # seconds, trigger to first step
 NEIGHBOUR_P99_GOAL = 0.250  # seconds, and under 2x B alone
+POISON_P95_RISE = 1.2  # B's p95 with a poison flow beside it, over B's alone
 # With payload_type named, the API does not load the flow a second time to
 # find its entry listener's type (see _entry_type in nextra/api/runs.py).
 ECHO_BODY = b'{"payload": {"text": "x"}, "payload_type": "Ping"}'
@@ -128,6 +132,7 @@ class Options:
     flood_workers: int
     neighbour_rate: float
     neighbour_seconds: float
+    poison_rate: float
     raw_seconds: float
     raw_in_flight: int
     drain_timeout: float
@@ -361,9 +366,16 @@ class Bench:
         return Target(tenant_id, key, flow_id)
 
     async def trigger_and_wait(
-        self, target: Target, payload: dict[str, Any], wait: float = 60
+        self,
+        target: Target,
+        payload: dict[str, Any],
+        wait: float = 60,
+        *,
+        status: str = "completed",
     ) -> tuple[float, dict[str, Any]]:
         """Seconds from sending the trigger to the 200 that carries the run's end.
+
+        Raises ``RuntimeError`` when the run ends other than ``status``.
 
         An early 202 (the API stopped waiting although the run had ended) is
         counted in ``early_202``; the run's end is then read from its events,
@@ -391,8 +403,8 @@ class Bench:
             body["status"] = ended.event_type.removeprefix("run.")
         else:
             _expect(response, 200, "run a flow and wait for its end")
-        if body.get("status") != "completed":
-            message = f"the run did not complete: {body}"
+        if body.get("status") != status:
+            message = f"the run did not end {status}: {body}"
             raise RuntimeError(message)
         return seconds, body
 
@@ -1399,6 +1411,81 @@ async def section_neighbour(bench: Bench, flood: Target, quiet: Target) -> None:
     )
 
 
+async def section_poison(bench: Bench, poisoned: Target, quiet: Target) -> None:
+    """Anchors A10: a flow that fails on every run, beside a quiet tenant.
+
+    A handler's failure is its step's outcome, so a poison run fails at its
+    first delivery rather than after ``max_deliver``; the figure is what the
+    failing load costs the other tenant.
+    """
+    options = bench.options
+    report = bench.report
+    workers = options.flood_workers
+    rate_b, rate_p = options.neighbour_rate, options.poison_rate
+    seconds = options.neighbour_seconds
+    await bench.start_workers(workers)
+
+    after = await bench.last_sequence()
+    alone = await paced(bench, [quiet], rate_b, seconds)
+    await bench.wait_drained([quiet], options.drain_timeout)
+    runs = await collect_runs(bench.store, after)
+    chosen = {one.run_id for one in alone.accepted}
+    seen_alone = window(runs, {quiet.tenant_id}, 0, math.inf, chosen)
+    report.note(f"5. B alone: {alone.line(rate_b)}")
+
+    after = await bench.last_sequence()
+    before = bench.cpu.snapshot()
+    during, poison = await asyncio.gather(
+        paced(bench, [quiet], rate_b, seconds),
+        paced(bench, [poisoned], rate_p, seconds),
+    )
+    cpu = bench.cpu.since(before)
+    await bench.wait_drained([quiet, poisoned], options.drain_timeout)
+    runs = await collect_runs(bench.store, after)
+    chosen = {one.run_id for one in during.accepted}
+    seen = window(runs, {quiet.tenant_id}, 0, math.inf, chosen)
+    failing = window(
+        runs, {poisoned.tenant_id}, 0, math.inf, {one.run_id for one in poison.accepted}
+    )
+    report.note(f"5. B beside the poison flow: {during.line(rate_b)}")
+    report.note(f"5. P, the poison flow: {poison.line(rate_p)}")
+    report.note(f"5. with the poison flow: {cpu}")
+    report.note(
+        f"5. P: {failing.failed:,} of {failing.triggered:,} runs failed, "
+        f"{failing.completed:,} completed, {failing.redelivered} steps redelivered; "
+        f"trigger -> run.failed {spread(failing.to_end)}"
+    )
+
+    p95_alone = percentile(seen_alone.to_first_step, 0.95)
+    p95 = percentile(seen.to_first_step, 0.95)
+    ratio = p95 / p95_alone if p95_alone > 0 else math.inf
+    report.add(
+        Row(
+            f"5. poison flow at {rate_p:g}/s: B at {rate_b:g}/s, trigger -> first "
+            "step p50 / p95",
+            f"{ms(percentile(seen.to_first_step, 0.5))} / {ms(p95)}",
+            f"B alone: {ms(percentile(seen_alone.to_first_step, 0.5))} / "
+            f"{ms(p95_alone)}",
+            f"{ratio:.2f}x",
+            f"p95 rises < {(POISON_P95_RISE - 1) * 100:.0f}%",
+            verdict(ratio < POISON_P95_RISE),
+        )
+    )
+    report.add(
+        Row(
+            "   P's runs: trigger -> run.failed p99",
+            ms(percentile(failing.to_end, 0.99)),
+            f"5 x ack wait = {5 * 30} s",
+            "",
+            "failed within 5 x ack wait",
+            verdict(
+                failing.failed == failing.triggered
+                and percentile(failing.to_end, 0.99) < 5 * 30
+            ),
+        )
+    )
+
+
 # --------------------------------------------------------------------- the run
 
 
@@ -1488,7 +1575,7 @@ async def _run(bench: Bench) -> None:
     )
 
     began = time.perf_counter()
-    names = ["chain", "neighbour A", "neighbour B"] + [
+    names = ["chain", "neighbour A", "neighbour B", "poison"] + [
         f"load {number}" for number in range(1, options.tenants + 1)
     ]
     created = await asyncio.gather(
@@ -1501,6 +1588,7 @@ async def _run(bench: Bench) -> None:
     chain = await bench.create_flow(*tenants["chain"], "chain")
     flood = await bench.create_flow(*tenants["neighbour A"], "echo")
     quiet = await bench.create_flow(*tenants["neighbour B"], "echo")
+    poisoned = await bench.create_flow(*tenants["poison"], "fails")
     load: list[Target] = []
     for number in range(1, options.tenants + 1):
         tenant_id, key = tenants[f"load {number}"]
@@ -1509,6 +1597,7 @@ async def _run(bench: Bench) -> None:
     # One run of each flow: its work consumer exists and workers know it.
     for target in [flood, quiet, *load]:
         await bench.trigger_and_wait(target, {"text": "warm up"})
+    await bench.trigger_and_wait(poisoned, {"text": "warm up"}, status="failed")
     _, body = await bench.trigger_and_wait(chain, {"n": 0, "steps": 2})
     subject = runs_subject(chain.tenant_id, chain.flow_id, body["run_id"])
     history = [recorded.event async for recorded in bench.store.read(subject=subject)]
@@ -1533,6 +1622,9 @@ async def _run(bench: Bench) -> None:
     if "neighbour" in options.sections:
         print("3. noisy neighbour ...", flush=True)
         await section_neighbour(bench, flood, quiet)
+    if "poison" in options.sections:
+        print("5. poison flow ...", flush=True)
+        await section_poison(bench, poisoned, quiet)
     print("4. raw baselines again ...", flush=True)
     again = await section_raw(bench, payload, "after")
     raw = merge_raw(bench.raw, again)
@@ -1668,6 +1760,9 @@ def _options(argv: list[str] | None) -> Options:
         help="longest wait for the workers to finish a section's runs (180 s)",
     )
     parser.add_argument(
+        "--poison-rate", type=float, default=50.0, help="poison runs/s (50)"
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -1675,8 +1770,8 @@ def _options(argv: list[str] | None) -> Options:
     )
     parser.add_argument(
         "--sections",
-        default="chain,throughput,neighbour",
-        help="which of chain, throughput, neighbour to run (raw always runs)",
+        default="chain,throughput,neighbour,poison",
+        help="which of chain, throughput, neighbour, poison to run (raw always runs)",
     )
     parser.add_argument(
         "--reset-stream",
@@ -1690,7 +1785,7 @@ def _options(argv: list[str] | None) -> Options:
         return value if value is not None else (short if quick else full)
 
     sections = {part.strip() for part in args.sections.split(",") if part.strip()}
-    unknown = sections - {"chain", "throughput", "neighbour"}
+    unknown = sections - {"chain", "throughput", "neighbour", "poison"}
     if unknown:
         parser.error(f"--sections: unknown {', '.join(sorted(unknown))}")
     try:
@@ -1717,6 +1812,7 @@ def _options(argv: list[str] | None) -> Options:
         flood_workers=args.flood_workers,
         neighbour_rate=args.neighbour_rate,
         neighbour_seconds=pick(args.neighbour_seconds, 15.0, 4.0),
+        poison_rate=args.poison_rate,
         raw_seconds=pick(args.raw_seconds, 2.0, 0.5),
         raw_in_flight=args.raw_in_flight,
         drain_timeout=args.drain_timeout,
