@@ -23,7 +23,8 @@ measured in the same run, and the details behind it:
    backlog; B's latency is compared with B alone;
 5. a poison flow (anchors A10): tenant P's flow fails on every run while
    P triggers 50 runs/s; tenant B's runs at 20/s are compared with B alone
-   (trigger to first step p95), and P's runs are timed to their failure;
+   and with B beside a healthy flow at P's rate (trigger to first step p95),
+   and P's runs are timed to their failure;
 4. raw baselines, before section 1 and again at the end: nats-py ``js.publish``
    of a ``run.triggered`` event's bytes and headers to a scratch stream, one at
    a time and 64 in flight, a core NATS request/reply round trip, and
