@@ -46,6 +46,7 @@ async def run_worker_process(platform: Platform, stopping: asyncio.Event) -> Non
             ack_wait=settings.worker_ack_wait,
             max_deliver=settings.worker_max_deliver,
             retire_interval=settings.worker_retire_interval,
+            shutdown_grace=settings.worker_shutdown_grace,
         ),
         overdue=overdue,
         deleted=deleted,

@@ -84,6 +84,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     worker_retire_interval: PositiveFloat = 60.0
     """Seconds between a worker's looks for idle work consumers of flows deleted
     at least that long ago, which it removes."""
+    worker_shutdown_grace: PositiveFloat = 30.0
+    """Seconds a stopping worker lets the steps in hand finish; those still
+    running then are stopped and given back to other workers at once."""
 
     def __post_init__(self) -> None:
         if self.nats_url is not None:

@@ -262,6 +262,14 @@ async def late_forward(message: Msg, metadata: HandlerMetadata) -> HandlerRespon
     return HandlerResponse(message, to="sink")
 
 
+# Long on its first attempt, quick when it runs again (after a worker stopped).
+async def long_first_time(message: Msg, metadata: HandlerMetadata) -> HandlerResponse:
+    _record("long", message.text, metadata)
+    if metadata.attempt == 1:
+        await asyncio.sleep(60)
+    return HandlerResponse.respond(message)
+
+
 # A fan-out to handlers that count how many of them run at once.
 async def fan_out_counted(message: Msg, metadata: HandlerMetadata) -> Any:
     _record("a", message.text, metadata)

@@ -27,10 +27,12 @@ def runtime_on(
     nc: NatsClient,
     store: JetStreamEventStore,
     clock: Callable[[], datetime] | None = None,
+    *,
+    ack_wait: float = 2.0,
 ) -> Runtime:
     runs_store = JetStreamEventStore(nc, REGISTRY, stream=RUNS_STREAM, timeout=2.0)
     queues = FlowQueues(nc, runs_store)
-    runs = build_runs(nc, store, runs_store, queues, clock=clock)
+    runs = build_runs(nc, store, runs_store, queues, clock=clock, ack_wait=ack_wait)
     return Runtime(store, runs_store, runs)
 
 
@@ -76,6 +78,26 @@ async def test_a_fan_out_runs_no_more_handlers_at_once_than_its_flow_allows(
     assert state.status == "completed"
     assert [call.listener for call in CALLS[state.run_id]].count("counted") == 5
     assert PEAK[tag] == 2
+
+
+async def test_a_stopping_worker_gives_back_the_steps_it_could_not_finish(
+    nc: NatsClient, store: JetStreamEventStore
+) -> None:
+    # A step in hand is handed out again after 30 s, unless it is given back.
+    runtime = runtime_on(nc, store, ack_wait=30.0)
+    flow = await runtime.flow(organism(listener("long", "long_first_time")))
+    settings = WorkerSettings(ack_wait=30.0, scan_interval=0.2, shutdown_grace=0.2)
+
+    async with worker_running(nc, store, runtime.runs_store, settings):
+        triggered = await runtime.trigger(flow, {"text": "x"})
+        async with asyncio.timeout(10):
+            while not CALLS[triggered.run_id]:
+                await asyncio.sleep(0.01)
+    async with worker_running(nc, store, runtime.runs_store, settings):
+        state = await runtime.ended(flow, triggered.run_id, timeout=10)
+
+    assert state.status == "completed"
+    assert [call.attempt for call in CALLS[triggered.run_id]] == [1, 2]
 
 
 async def test_a_run_past_its_deadline_runs_no_step(

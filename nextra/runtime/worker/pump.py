@@ -72,6 +72,8 @@ _LAGGING = 0.005
 _KEEPING_UP = 0.002
 # Deliveries after which an event runs alone (see Worker._isolated).
 _ISOLATE_FROM = 2
+# How long a stopping worker waits for the steps it cancelled to give back.
+_GIVE_BACK_SECONDS = 5.0
 # A backlog scan waits ten times as long as it took, at most thirty intervals.
 _SCAN_SHARE = 10
 _SCAN_MOST = 30
@@ -97,6 +99,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
             does not answer for, before it gives the event back.
         retire_interval: Seconds between looks for idle work consumers of
             flows deleted at least that long ago, which are then removed.
+        shutdown_grace: Seconds a stopping worker lets the steps in hand
+            finish; those still running then are cancelled and given back.
     """
 
     concurrency: int = 64
@@ -110,6 +114,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     watchdog_interval: float = 5.0
     outage_seconds: float = 10.0
     retire_interval: float = 60.0
+    shutdown_grace: float = 30.0
 
 
 class Worker:
@@ -179,9 +184,23 @@ class Worker:
             await wake.unsubscribe()
             for task in background:
                 task.cancel()
-            if self._tasks:
-                await asyncio.wait(self._tasks, timeout=self._settings.ack_wait)
+            await self._finish_in_hand()
             log.info("worker.stopped")
+
+    async def _finish_in_hand(self) -> None:
+        """Let the steps in hand finish, then give back those that did not.
+
+        A step given back goes to another worker at once, rather than after the
+        ack wait; its handler runs again there, as after a crash.
+        """
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self._settings.shutdown_grace)
+        unfinished = list(self._tasks)
+        for task in unfinished:
+            task.cancel()
+        if unfinished:
+            log.warning("worker.steps_given_back", steps=len(unfinished))
+            await asyncio.wait(unfinished, timeout=_GIVE_BACK_SECONDS)
 
     async def _loop(self, stopping: asyncio.Event) -> None:
         settings = self._settings
@@ -257,6 +276,11 @@ class Worker:
                 await _first(self._slot_freed, timeout=0.1)
             self._isolating = True
             self._busy += 1
+        except asyncio.CancelledError:
+            # Stopping before its turn came: another worker takes it.
+            with contextlib.suppress(Exception):
+                await item.msg.nak()
+            raise
         finally:
             heartbeat.cancel()
             self._suspects -= 1
@@ -283,6 +307,11 @@ class Worker:
         try:
             await self._work(item)
             await item.msg.ack()
+        except asyncio.CancelledError:
+            # The worker is stopping with the step unfinished: another takes it.
+            with contextlib.suppress(Exception):
+                await item.msg.nak()
+            raise
         except Exception as error:
             log.exception(
                 "worker.step_failed",
