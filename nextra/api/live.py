@@ -80,8 +80,10 @@ log = get_logger("nextra.api")
 WS_1013_TRY_AGAIN_LATER = 1013
 # A feed reads the stream again after this long without a wake-up.
 _REREAD_SECONDS = 5.0
-# How often an open feed checks that its caller may still read it.
+# How often an open feed checks that its caller may still read it, and how many
+# checks in a row may fail to be made before it closes.
 _RECHECK_SECONDS = 1.0
+_RECHECK_FAILURES = 5
 
 _NATS_ERRORS = (nats.errors.Error, OSError, TimeoutError)
 # How a send finds the client gone: Litestar's error, or uvicorn's OSError
@@ -256,7 +258,7 @@ async def _forward(
             arrived.cancel()
             # The read must be over before its generator is closed; this waits
             # for it even when the feed itself is being cancelled.
-            await asyncio.shield(asyncio.wait({arrived}))
+            await asyncio.wait({arrived})
 
 
 async def _until_revoked(
@@ -265,10 +267,12 @@ async def _until_revoked(
     """Check every second that the caller may still read, until it may not.
 
     Mostly a lookup in the API's tenant cache, which every API process empties
-    for a tenant as soon as a key is revoked or a member removed. While the
-    check itself fails (Postgres unreachable), the feed goes on.
+    for a tenant as soon as a key is revoked or a member removed. A check that
+    cannot be made (Postgres unreachable) is tried again; after a few seconds
+    of that the feed closes with "try again later" rather than go on unchecked.
     """
     token = socket_token(socket)
+    failures = 0
     while True:
         await asyncio.sleep(_RECHECK_SECONDS)
         try:
@@ -278,7 +282,13 @@ async def _until_revoked(
         except Forbidden as error:
             return _Refused(403, error.message, WS_1008_POLICY_VIOLATION)
         except Exception as error:  # noqa: BLE001 - checked again next second
-            log.warning("api.live_recheck_failed", error=str(error))
+            failures += 1
+            log.warning("api.live_recheck_failed", error=str(error), failures=failures)
+            if failures >= _RECHECK_FAILURES:
+                message = "the caller's access cannot be checked right now; try again"
+                return _Refused(503, message, WS_1013_TRY_AGAIN_LATER)
+        else:
+            failures = 0
 
 
 async def _serve(

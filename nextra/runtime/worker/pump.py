@@ -193,8 +193,12 @@ class Worker:
         A step given back goes to another worker at once, rather than after the
         ack wait; its handler runs again there, as after a crash.
         """
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=self._settings.shutdown_grace)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.shutdown_grace
+        # Pulls still out when the worker was told to stop bring steps in
+        # after that: they get the same grace, so the set is looked at again.
+        while self._tasks and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._tasks), timeout=left)
         unfinished = list(self._tasks)
         for task in unfinished:
             task.cancel()
