@@ -601,7 +601,7 @@ class Worker:
     async def _scan(self, stopping: asyncio.Event) -> None:
         """Wake every flow with a backlog, in case its wake-up was missed.
 
-        Listing every work consumer costs the server about 55 microseconds of
+        Listing every work consumer costs the server about 50 microseconds of
         CPU per flow, so with many flows the scan waits ten times as long as it
         took (at most 30 intervals): with 10,000 flows a missed wake-up costs
         up to about 7 s, and each worker's scans keep the server busy at most a
