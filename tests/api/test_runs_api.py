@@ -9,7 +9,7 @@ from nextra.app.runs import new_run_id
 from nextra.events.catalogue import REGISTRY
 from nextra.events.runs import RunCancelled
 from nextra.eventstore.headers import EVENT_TYPE, SCHEMA_VERSION
-from nextra.eventstore.subjects import runs_subject
+from nextra.eventstore.subjects import flow_runs_filter, runs_subject
 from tests.api.conftest import Caller, Running
 
 K = "tests.runtime.flowkit"
@@ -343,3 +343,29 @@ async def test_an_end_the_stream_refused_is_not_taken_for_the_runs_end(
     assert answer.json()["status"] == "completed"
     events = [e.event async for e in store.read(subject=subject)]
     assert not any(isinstance(event, RunCancelled) for event in events)
+
+
+async def test_a_flow_beyond_the_streams_consumer_limit_is_refused_saying_so(
+    running: Running,
+) -> None:
+    first, second = await running.tenant(), await running.tenant()
+    first_flow = await started_flow(running, first, TEXT_FLOW)
+    second_flow = await started_flow(running, second, TEXT_FLOW)
+    # Room for one more work consumer on NX_RUNS, beside the projector's.
+    js = running.platform.nc.jetstream()
+    info = await js.stream_info("NX_RUNS")
+    info.config.max_consumers = (info.state.consumer_count or 0) + 1
+    await js.update_stream(info.config)
+
+    taken = await trigger(running, first, first_flow, {"text": "hi"})
+    refused = await trigger(running, second, second_flow, {"text": "hi"})
+
+    assert taken.status_code == 202, taken.text
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["where"] == "NX_RUNS.max_consumers"
+    # Refused before anything was stored: a retry later starts the run.
+    store = running.platform.runs_store
+    assert (
+        await store.last_sequence(flow_runs_filter(second.tenant_id, second_flow)) == 0
+    )
