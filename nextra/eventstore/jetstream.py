@@ -46,6 +46,7 @@ from nextra.kernel.errors import (
     ValidationError,
 )
 from nextra.kernel.ids import new_id
+from nextra.kernel.text import json_has_nul
 
 __all__ = (
     "DEFAULT_STREAM",
@@ -105,16 +106,6 @@ class _Outgoing(msgspec.Struct, frozen=True):
 class _Outcome(msgspec.Struct, frozen=True):
     last_sequence: int
     duplicate: bool = False
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(item) for item in value)
-    return False
 
 
 def _split(writes: Sequence[Write], last_sequence: int) -> list[AppendResult]:
@@ -282,7 +273,7 @@ class JetStreamEventStore:
                 # the server checks it against the stream before the batch.
                 expect = write.expected_version if position == 0 else None
                 payload = self._registry.encode(event)
-                if b"\\u0000" in payload and _has_nul(msgspec.json.decode(payload)):
+                if json_has_nul(payload):
                     # Read models are PostgreSQL, whose text cannot hold U+0000;
                     # an event carrying one would stop every projection of it.
                     message = (

@@ -30,6 +30,7 @@ from nextra.events.runs import (
 )
 from nextra.events.tenants import Tier
 from nextra.kernel.errors import ConflictError, ValidationError
+from nextra.kernel.text import json_has_nul
 
 __all__ = (
     "PayloadTooLarge",
@@ -365,19 +366,7 @@ def _storable(step: StepCompleted) -> StepCompleted:
 
 
 def _has_nul(step: StepCompleted) -> bool:
-    encoded = _ENCODER.encode(step)
-    # JSON writes a NUL as \u0000: only a step with that sequence is walked.
-    return b"\\u0000" in encoded and _holds_nul(msgspec.json.decode(encoded))
-
-
-def _holds_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
-    return False
+    return json_has_nul(_ENCODER.encode(step))
 
 
 def _without_nul(text: str) -> str:
